@@ -1,0 +1,68 @@
+"""Threadsite's file-backed store of threads, messages, runs and run steps.
+
+Plain Python: this package never imports Django, so the worker, scripts and tests can use
+it alone. It alone knows the on-disk layout.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AlreadyExists,
+    RunInTerminalState,
+    RunNotFound,
+    RunStepNotFound,
+    StoreError,
+    StoreIOError,
+    ThreadBusy,
+    ThreadNotFound,
+)
+from .ids import is_safe_id, new_id
+from .integrity import IntegrityReport, Problem
+from .records import (
+    Run,
+    RunError,
+    RunStatus,
+    RunStep,
+    RunStepStatus,
+    RunUsage,
+    Thread,
+    ThreadMessage,
+    new_message,
+    new_run,
+    new_step,
+    new_thread,
+    text_content,
+)
+from .thread_store import CorruptRecord, InvalidCursor, Page, ThreadStore
+
+__all__ = [
+    "AlreadyExists",
+    "CorruptRecord",
+    "IntegrityReport",
+    "InvalidCursor",
+    "Page",
+    "Problem",
+    "Run",
+    "RunError",
+    "RunInTerminalState",
+    "RunNotFound",
+    "RunStatus",
+    "RunStep",
+    "RunStepNotFound",
+    "RunStepStatus",
+    "RunUsage",
+    "StoreError",
+    "StoreIOError",
+    "Thread",
+    "ThreadBusy",
+    "ThreadMessage",
+    "ThreadNotFound",
+    "ThreadStore",
+    "is_safe_id",
+    "new_id",
+    "new_message",
+    "new_run",
+    "new_step",
+    "new_thread",
+    "text_content",
+]

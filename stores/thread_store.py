@@ -1,0 +1,692 @@
+"""ThreadStore: the reference contract over plain files, made safe for many processes.
+
+Layout under the root (the reference's, plus dot-names that can never be thread IDs):
+
+    <root>/<thread_id>/meta.json                    thread record      (whole-file replace)
+    <root>/<thread_id>/messages.jsonl               message log        (append only)
+    <root>/<thread_id>/runs/<run_id>/status.json    run record
+    <root>/<thread_id>/runs/<run_id>/steps/<step_id>.json
+    <root>/<thread_id>/.lock                        serialises writers to this thread
+    <root>/<thread_id>/.active_run                  hint: the thread's non-terminal run
+    <root>/.threadsite/threads.idx                  thread IDs in creation order (derived)
+    <root>/.threadsite/store.lock                   serialises thread creation
+
+Every read-modify-write happens under the thread's flock, which all processes respect;
+reads take no lock, since every record is published whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from . import files
+from .errors import (
+    AlreadyExists,
+    RunInTerminalState,
+    RunNotFound,
+    RunStepNotFound,
+    StoreError,
+    StoreIOError,
+    ThreadBusy,
+    ThreadNotFound,
+)
+from .files import BadRecord, Missing
+from .ids import is_safe_id
+from .integrity import TEMP_FILE_GRACE_SECONDS, IntegrityReport, check_store, repair_store
+from .records import (
+    STATUS_TIMESTAMP_FIELD,
+    Run,
+    RunError,
+    RunStatus,
+    RunStep,
+    RunStepStatus,
+    RunUsage,
+    Thread,
+    ThreadMessage,
+    now,
+)
+
+T = TypeVar("T")
+
+STORE_DIR = ".threadsite"
+THREAD_INDEX = "threads.idx"
+STORE_LOCK = "store.lock"
+THREAD_LOCK = ".lock"
+ACTIVE_RUN = ".active_run"
+META = "meta.json"
+MESSAGES = "messages.jsonl"
+RUNS = "runs"
+STATUS = "status.json"
+STEPS = "steps"
+
+
+class InvalidCursor(StoreError):
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"Invalid page cursor {cursor!r}.")
+
+
+class CorruptRecord(StoreIOError):
+    """A record file exists but does not parse: damage, not absence."""
+
+    def __init__(self, path: str) -> None:
+        StoreError.__init__(self, f"The record {path} is damaged and cannot be read.")
+        self.action = "reading " + path
+        self.errno = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; pass `next_cursor` back to get the following page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class ThreadStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / STORE_DIR).mkdir(exist_ok=True)
+        except OSError as error:
+            raise StoreIOError(f"opening the store at {self.root}", error) from error
+
+    # ----------------------------------------------------------------- plumbing
+
+    @contextmanager
+    def _io(self, action: str) -> Iterator[None]:
+        """Turn OS failures into StoreIOError; store errors pass through."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except BadRecord as error:
+            raise CorruptRecord(f"{action}: {error}") from None
+        except Missing:
+            # A record vanished between two steps of a read: only damage does that.
+            raise StoreIOError(action, OSError(2, "a record vanished while being read")) from None
+        except OSError as error:
+            raise StoreIOError(action, error) from error
+
+    @contextmanager
+    def _root_fd(self) -> Iterator[int]:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _open(
+        self,
+        names: tuple[str, ...],
+        not_found: Callable[[int], StoreError],
+        *,
+        create: bool = False,
+    ) -> Iterator[int]:
+        """The directory root/names as an fd; a missing component raises not_found(depth)."""
+        with self._root_fd() as root_fd:
+            try:
+                fd = files.open_dir(root_fd, names, create=create)
+            except Missing as missing:
+                raise not_found(missing.depth) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _thread(self, thread_id: str) -> Iterator[int]:
+        """The thread's directory fd; ThreadNotFound unless it holds a meta.json."""
+        if not is_safe_id(thread_id):
+            raise ThreadNotFound(thread_id)
+        with self._open((thread_id,), lambda _: ThreadNotFound(thread_id)) as fd:
+            if not files.is_regular_file(fd, META):
+                raise ThreadNotFound(thread_id)
+            yield fd
+
+    @contextmanager
+    def _run_dir(self, thread_fd: int, run_id: str) -> Iterator[int]:
+        if not is_safe_id(run_id):
+            raise RunNotFound(run_id)
+        try:
+            fd = files.open_dir(thread_fd, (RUNS, run_id))
+        except Missing:
+            raise RunNotFound(run_id) from None
+        try:
+            if not files.is_regular_file(fd, STATUS):
+                raise RunNotFound(run_id)
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _thread_locked(self, thread_fd: int) -> Iterator[None]:
+        with files.exclusive_lock(thread_fd, THREAD_LOCK):
+            yield
+
+    @contextmanager
+    def _locked_thread(self, action: str, thread_id: str) -> Iterator[int]:
+        """The thread's directory fd, held under its write lock."""
+        with self._io(action), self._thread(thread_id) as fd, self._thread_locked(fd):
+            yield fd
+
+    @contextmanager
+    def _locked_run(self, action: str, thread_id: str, run_id: str) -> Iterator[tuple[int, int]]:
+        """(thread fd, run fd), under the thread's write lock."""
+        with self._locked_thread(action, thread_id) as fd, self._run_dir(fd, run_id) as run_fd:
+            yield fd, run_fd
+
+    @contextmanager
+    def _reading_run(self, action: str, thread_id: str, run_id: str) -> Iterator[int]:
+        with self._io(action), self._thread(thread_id) as fd, self._run_dir(fd, run_id) as run_fd:
+            yield run_fd
+
+    def _read_run(self, run_fd: int) -> Run:
+        return Run.from_dict(files.read_json(run_fd, STATUS))
+
+    def _write_run(self, run_fd: int, run: Run) -> None:
+        files.write_record(run_fd, STATUS, run.to_dict(), exclusive=False)
+
+    # ------------------------------------------------------------------ threads
+
+    def thread_dir(self, thread_id: str) -> Path:
+        if not is_safe_id(thread_id):
+            raise ThreadNotFound(thread_id)
+        return self.root / thread_id
+
+    def create_thread(self, thread: Thread) -> Thread:
+        if not is_safe_id(thread.id):
+            raise StoreError(f"Refusing to create a thread with the unsafe ID {thread.id!r}.")
+        with (
+            self._io(f"creating thread {thread.id}"),
+            self._root_fd() as root_fd,
+            files.opened_dir(root_fd, (STORE_DIR,), create=True) as store_fd,
+            files.exclusive_lock(store_fd, STORE_LOCK),
+        ):
+            try:
+                thread_fd = files.open_dir(root_fd, (thread.id,), create=True)
+            except Missing:  # the name is taken by a file or symlink
+                raise AlreadyExists(thread.id) from None
+            try:
+                try:
+                    files.write_record(thread_fd, META, thread.to_dict(), exclusive=True)
+                except FileExistsError:
+                    raise AlreadyExists(thread.id) from None
+            finally:
+                os.close(thread_fd)
+            files.append_line(store_fd, THREAD_INDEX, {"id": thread.id})
+        return thread
+
+    def get_thread(self, thread_id: str) -> Thread:
+        with self._io(f"reading thread {thread_id}"), self._thread(thread_id) as fd:
+            try:
+                return Thread.from_dict(files.read_json(fd, META))
+            except Missing:
+                raise ThreadNotFound(thread_id) from None
+
+    def list_thread_ids(self) -> list[str]:
+        with self._io("listing threads"), self._root_fd() as root_fd:
+            ids = []
+            with os.scandir(root_fd) as entries:
+                for entry in entries:
+                    if not (is_safe_id(entry.name) and entry.is_dir(follow_symlinks=False)):
+                        continue
+                    with files.opened_dir(root_fd, (entry.name,)) as fd:
+                        if files.is_regular_file(fd, META):
+                            ids.append(entry.name)
+            return sorted(ids)
+
+    def update_thread_metadata(self, thread_id: str, metadata: dict[str, str]) -> Thread:
+        with self._locked_thread(f"updating thread {thread_id}", thread_id) as fd:
+            thread = Thread.from_dict(files.read_json(fd, META))
+            thread = replace(thread, metadata=dict(metadata))
+            files.write_record(fd, META, thread.to_dict(), exclusive=False)
+            return thread
+
+    def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> Page[Thread]:
+        """Threads newest first. Reads the creation-order index backwards from the cursor,
+        so a page costs work proportional to the page, whatever the store's size."""
+        end = _parse_cursor(cursor)
+        threads: list[Thread] = []
+        next_cursor: str | None = None
+        seen: set[str] = set()
+        with self._io("listing threads"), self._root_fd() as root_fd:
+            self._ensure_index(root_fd)
+            with files.opened_dir(root_fd, (STORE_DIR,), create=True) as store_fd:
+                for offset, line in files.lines_backward(store_fd, THREAD_INDEX, end):
+                    if len(threads) == limit:
+                        next_cursor = str(offset + len(line) + 1)
+                        break
+                    thread_id = _index_entry(line)
+                    if thread_id is None or thread_id in seen:
+                        continue
+                    seen.add(thread_id)
+                    try:
+                        threads.append(self.get_thread(thread_id))
+                    except ThreadNotFound:
+                        continue  # deleted, or its creation never finished
+        return Page(threads, next_cursor)
+
+    def _ensure_index(self, root_fd: int) -> None:
+        with files.opened_dir(root_fd, (STORE_DIR,), create=True) as store_fd:
+            if files.is_regular_file(store_fd, THREAD_INDEX):
+                return
+        self.rebuild_index()
+
+    def rebuild_index(self) -> int:
+        """Rewrite the thread index from the thread directories (oldest first); returns
+        how many threads it lists. Needed only for a store written by another program."""
+        with (
+            self._io("rebuilding the thread index"),
+            self._root_fd() as root_fd,
+            files.opened_dir(root_fd, (STORE_DIR,), create=True) as store_fd,
+            files.exclusive_lock(store_fd, STORE_LOCK),
+        ):
+            keyed = []
+            for thread_id in self.list_thread_ids():
+                try:
+                    keyed.append((self.get_thread(thread_id).created_at, thread_id))
+                except StoreError:
+                    keyed.append((0, thread_id))
+            keyed.sort()
+            body = b"".join(files.encode_json({"id": thread_id}) + b"\n" for _, thread_id in keyed)
+            files.write_bytes(store_fd, THREAD_INDEX, body)
+            return len(keyed)
+
+    # ----------------------------------------------------------------- messages
+
+    def append_message(self, thread_id: str, msg: ThreadMessage) -> ThreadMessage:
+        self._check_owner(msg.thread_id, thread_id, "message")
+        if not is_safe_id(msg.id):
+            raise StoreError(f"Refusing to store a message with the unsafe ID {msg.id!r}.")
+        with self._locked_thread(f"appending to thread {thread_id}", thread_id) as fd:
+            if msg.role == "user":
+                active = self._active_run(fd)
+                if active is not None:
+                    raise ThreadBusy(thread_id, active.id)
+            files.append_line(fd, MESSAGES, msg.to_dict())
+        return msg
+
+    def list_messages(self, thread_id: str) -> list[ThreadMessage]:
+        with self._io(f"reading messages of {thread_id}"), self._thread(thread_id) as fd:
+            try:
+                data = files.read_bytes(fd, MESSAGES)
+            except Missing:
+                return []
+        return [msg for line in data.split(b"\n") if (msg := _parse_message(line))]
+
+    def latest_messages(self, thread_id: str, *, limit: int = 50) -> Page[ThreadMessage]:
+        """The newest `limit` messages, oldest first; next_cursor pages to older ones."""
+        return self.messages_before(thread_id, None, limit=limit)
+
+    def messages_before(
+        self, thread_id: str, cursor: str | None, *, limit: int = 50
+    ) -> Page[ThreadMessage]:
+        end = _parse_cursor(cursor)
+        found: list[ThreadMessage] = []
+        next_cursor = None
+        with self._io(f"reading messages of {thread_id}"), self._thread(thread_id) as fd:
+            for offset, line in files.lines_backward(fd, MESSAGES, end):
+                message = _parse_message(line)
+                if message is None:
+                    continue
+                if len(found) == limit:
+                    next_cursor = str(offset + len(line) + 1)
+                    break
+                found.append(message)
+        found.reverse()
+        return Page(found, next_cursor)
+
+    def last_message(self, thread_id: str) -> ThreadMessage | None:
+        page = self.latest_messages(thread_id, limit=1)
+        return page.items[0] if page.items else None
+
+    # --------------------------------------------------------------------- runs
+
+    def create_run(self, thread_id: str, run: Run) -> Run:
+        self._check_owner(run.thread_id, thread_id, "run")
+        if not is_safe_id(run.id):
+            raise StoreError(f"Refusing to create a run with the unsafe ID {run.id!r}.")
+        with self._locked_thread(f"creating run {run.id}", thread_id) as fd:
+            if not run.status.is_terminal:
+                active = self._active_run(fd)
+                if active is not None:
+                    raise ThreadBusy(thread_id, active.id)
+                # The hint goes down first: a crash after it leaves a hint naming a
+                # run that does not exist, which readers treat as no active run.
+                files.write_record(fd, ACTIVE_RUN, {"run_id": run.id}, exclusive=False)
+            with files.opened_dir(fd, (RUNS,), create=True) as runs_fd:
+                try:
+                    os.mkdir(run.id, 0o755, dir_fd=runs_fd)
+                except FileExistsError:
+                    raise AlreadyExists(run.id) from None
+                os.fsync(runs_fd)
+                with files.opened_dir(runs_fd, (run.id,)) as run_fd:
+                    files.write_record(run_fd, STATUS, run.to_dict(), exclusive=True)
+        return run
+
+    def get_run(self, thread_id: str, run_id: str) -> Run:
+        with self._reading_run(f"reading run {run_id}", thread_id, run_id) as run_fd:
+            return self._read_run(run_fd)
+
+    def list_runs(self, thread_id: str) -> list[Run]:
+        """The thread's runs, newest first."""
+        with self._io(f"listing runs of {thread_id}"), self._thread(thread_id) as fd:
+            try:
+                runs_fd = files.open_dir(fd, (RUNS,))
+            except Missing:
+                return []
+            runs = []
+            try:
+                with os.scandir(runs_fd) as entries:
+                    names = [e.name for e in entries if is_safe_id(e.name)]
+                for name in names:
+                    try:
+                        with files.opened_dir(runs_fd, (name,)) as run_fd:
+                            runs.append(self._read_run(run_fd))
+                    except (Missing, BadRecord):
+                        continue  # half-created or damaged; store check reports it
+            finally:
+                os.close(runs_fd)
+        runs.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+        return runs
+
+    def latest_run(self, thread_id: str) -> Run | None:
+        runs = self.list_runs(thread_id)
+        return runs[0] if runs else None
+
+    def active_run(self, thread_id: str) -> Run | None:
+        with self._io(f"reading thread {thread_id}"), self._thread(thread_id) as fd:
+            return self._active_run(fd)
+
+    def _active_run(self, thread_fd: int) -> Run | None:
+        """The run named by the hint, if it exists and has not ended."""
+        try:
+            hint = files.read_json(thread_fd, ACTIVE_RUN)
+        except (Missing, BadRecord):
+            return None
+        run_id = hint.get("run_id")
+        if not is_safe_id(run_id):
+            return None
+        try:
+            with files.opened_dir(thread_fd, (RUNS, run_id)) as run_fd:
+                run = self._read_run(run_fd)
+        except Missing:
+            return None
+        return None if run.status.is_terminal else run
+
+    def update_run_status(
+        self, thread_id: str, run_id: str, status: RunStatus | str, error: RunError | None = None
+    ) -> Run:
+        return self._set_run_status(thread_id, run_id, RunStatus(status), error, force=False)
+
+    def force_update_run_status(
+        self, thread_id: str, run_id: str, status: RunStatus | str, error: RunError | None = None
+    ) -> Run:
+        """Operator repair: like update_run_status, but may leave a terminal state."""
+        return self._set_run_status(thread_id, run_id, RunStatus(status), error, force=True)
+
+    def _set_run_status(
+        self, thread_id: str, run_id: str, status: RunStatus, error: RunError | None, *, force: bool
+    ) -> Run:
+        with self._locked_run(f"updating run {run_id}", thread_id, run_id) as (_, run_fd):
+            run = self._read_run(run_fd)
+            if run.status.is_terminal and not force:
+                raise RunInTerminalState(run)
+            run = _with_status(run, status, error)
+            self._write_run(run_fd, run)
+            return run
+
+    def cancel_run(self, thread_id: str, run_id: str) -> Run:
+        """Cancel per the contract, in one atomic step: a queued run is cancelled at once;
+        a running one becomes `cancelling` for its worker to stop. A run that already
+        ended raises RunInTerminalState carrying its final state."""
+        with self._locked_run(f"cancelling run {run_id}", thread_id, run_id) as (_, run_fd):
+            run = self._read_run(run_fd)
+            if run.status.is_terminal:
+                raise RunInTerminalState(run)
+            if run.status is RunStatus.QUEUED:
+                run = _with_status(run, RunStatus.CANCELLED, None)
+            elif run.status is not RunStatus.CANCELLING:
+                run = _with_status(run, RunStatus.CANCELLING, None)
+            else:
+                return run
+            self._write_run(run_fd, run)
+            return run
+
+    def complete_run(
+        self,
+        thread_id: str,
+        run_id: str,
+        message: ThreadMessage | None,
+        usage: RunUsage | None = None,
+    ) -> Run:
+        """Finish a run that produced `message`, in one atomic step with any cancel.
+
+        A run that is `cancelling` ends `cancelled` instead, without the message and with
+        its open steps cancelled; a run that already ended raises RunInTerminalState.
+        """
+        if message is not None:
+            self._check_owner(message.thread_id, thread_id, "message")
+        with self._locked_run(f"completing run {run_id}", thread_id, run_id) as (fd, run_fd):
+            run = self._read_run(run_fd)
+            if run.status.is_terminal:
+                raise RunInTerminalState(run)
+            if run.status is RunStatus.CANCELLING:
+                return self._finish_locked(run_fd, run, RunStatus.CANCELLED, None)
+            if message is not None:
+                files.append_line(fd, MESSAGES, message.to_dict())
+            for step in self._read_steps(run_fd):
+                if step.status.is_terminal:
+                    continue
+                if message is not None and step.type == "message_creation":
+                    step.step_details = {
+                        "type": "message_creation",
+                        "message_creation": {"message_id": message.id},
+                    }
+                self._write_step(run_fd, _with_step_status(step, RunStepStatus.COMPLETED))
+            run = _with_status(run, RunStatus.COMPLETED, None)
+            if usage is not None:
+                run.usage = usage
+            self._write_run(run_fd, run)
+            return run
+
+    def finish_run(
+        self, thread_id: str, run_id: str, status: RunStatus | str, error: RunError | None = None
+    ) -> Run:
+        """End a run in a terminal `status`, closing its open steps the same way (a
+        cancelled run's steps are cancelled, a failed run's fail). RunInTerminalState if
+        it already ended; a run being cancelled ends `cancelled` whatever is asked."""
+        status = RunStatus(status)
+        if not status.is_terminal:
+            raise StoreError(f"finish_run needs a terminal status, not {status.value!r}.")
+        with self._locked_run(f"ending run {run_id}", thread_id, run_id) as (_, run_fd):
+            run = self._read_run(run_fd)
+            if run.status.is_terminal:
+                raise RunInTerminalState(run)
+            if run.status is RunStatus.CANCELLING:
+                status, error = RunStatus.CANCELLED, None
+            return self._finish_locked(run_fd, run, status, error)
+
+    def _finish_locked(
+        self, run_fd: int, run: Run, status: RunStatus, error: RunError | None
+    ) -> Run:
+        step_status = {
+            RunStatus.CANCELLED: RunStepStatus.CANCELLED,
+            RunStatus.EXPIRED: RunStepStatus.EXPIRED,
+            RunStatus.COMPLETED: RunStepStatus.COMPLETED,
+        }.get(status, RunStepStatus.FAILED)
+        for step in self._read_steps(run_fd):
+            if not step.status.is_terminal:
+                step = _with_step_status(step, step_status)
+                if step_status is RunStepStatus.FAILED:
+                    step.last_error = error
+                self._write_step(run_fd, step)
+        run = _with_status(run, status, error)
+        self._write_run(run_fd, run)
+        return run
+
+    # -------------------------------------------------------------------- steps
+
+    def steps_dir(self, thread_id: str, run_id: str) -> Path:
+        if not is_safe_id(thread_id):
+            raise ThreadNotFound(thread_id)
+        if not is_safe_id(run_id):
+            raise RunNotFound(run_id)
+        return self.root / thread_id / RUNS / run_id / STEPS
+
+    def append_step(self, thread_id: str, run_id: str, step: RunStep) -> RunStep:
+        self._check_owner(step.thread_id, thread_id, "step")
+        self._check_owner(step.run_id, run_id, "step", what="run")
+        if not is_safe_id(step.id):
+            raise StoreError(f"Refusing to create a step with the unsafe ID {step.id!r}.")
+        with (
+            self._locked_run(f"adding a step to run {run_id}", thread_id, run_id) as (_, run_fd),
+            files.opened_dir(run_fd, (STEPS,), create=True) as steps_fd,
+        ):
+            try:
+                files.write_record(steps_fd, f"{step.id}.json", step.to_dict(), exclusive=True)
+            except FileExistsError:
+                raise AlreadyExists(step.id) from None
+        return step
+
+    def list_steps(self, thread_id: str, run_id: str) -> list[RunStep]:
+        """Steps by created_at, ties in creation order (our IDs are time-ordered; the
+        reference's carry no finer order, so ID order is the fallback)."""
+        with self._reading_run(f"listing steps of {run_id}", thread_id, run_id) as run_fd:
+            return self._read_steps(run_fd)
+
+    def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep:
+        with self._reading_run(f"reading step {step_id}", thread_id, run_id) as run_fd:
+            if not is_safe_id(step_id):
+                raise RunStepNotFound(step_id)
+            try:
+                with files.opened_dir(run_fd, (STEPS,)) as steps_fd:
+                    return RunStep.from_dict(files.read_json(steps_fd, f"{step_id}.json"))
+            except Missing:
+                raise RunStepNotFound(step_id) from None
+
+    def update_step_status(
+        self,
+        thread_id: str,
+        run_id: str,
+        step_id: str,
+        status: RunStepStatus | str,
+        error: RunError | None = None,
+    ) -> RunStep:
+        status = RunStepStatus(status)
+        with self._locked_run(f"updating step {step_id}", thread_id, run_id) as (_, run_fd):
+            if not is_safe_id(step_id):
+                raise RunStepNotFound(step_id)
+            try:
+                with files.opened_dir(run_fd, (STEPS,)) as steps_fd:
+                    step = RunStep.from_dict(files.read_json(steps_fd, f"{step_id}.json"))
+            except Missing:
+                raise RunStepNotFound(step_id) from None
+            step = _with_step_status(step, status)
+            if error is not None:
+                step.last_error = error
+            self._write_step(run_fd, step)
+            return step
+
+    def _read_steps(self, run_fd: int) -> list[RunStep]:
+        try:
+            steps_fd = files.open_dir(run_fd, (STEPS,))
+        except Missing:
+            return []
+        try:
+            with os.scandir(steps_fd) as entries:
+                names = [
+                    e.name for e in entries if e.name.endswith(".json") and is_safe_id(e.name[:-5])
+                ]
+            steps = []
+            for name in names:
+                try:
+                    steps.append(RunStep.from_dict(files.read_json(steps_fd, name)))
+                except (Missing, BadRecord):
+                    continue  # store check reports damaged steps
+        finally:
+            os.close(steps_fd)
+        steps.sort(key=lambda step: (step.created_at, step.id))
+        return steps
+
+    def _write_step(self, run_fd: int, step: RunStep) -> None:
+        with files.opened_dir(run_fd, (STEPS,), create=True) as steps_fd:
+            files.write_record(steps_fd, f"{step.id}.json", step.to_dict(), exclusive=False)
+
+    # ---------------------------------------------------------------- integrity
+
+    def check(self) -> IntegrityReport:
+        """Walk the whole store and report damage (see stores.integrity)."""
+        return check_store(self)
+
+    def repair(self, *, grace_seconds: float = TEMP_FILE_GRACE_SECONDS) -> list[str]:
+        return repair_store(self, grace_seconds=grace_seconds)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _check_owner(owner: str, expected: str, record: str, what: str = "thread") -> None:
+        if owner != expected:
+            raise StoreError(
+                f"The {record} belongs to {what} {owner!r}, not {expected!r}; refusing to store it."
+            )
+
+
+def _with_status(run: Run, status: RunStatus, error: RunError | None) -> Run:
+    run = replace(run, status=status)
+    stamp = now()
+    if status is RunStatus.IN_PROGRESS and run.started_at is None:
+        run.started_at = stamp
+    field_name = STATUS_TIMESTAMP_FIELD.get(status.value)
+    if field_name:
+        setattr(run, field_name, stamp)
+    if error is not None:
+        run.last_error = error
+    return run
+
+
+def _with_step_status(step: RunStep, status: RunStepStatus) -> RunStep:
+    step = replace(step, status=status)
+    field_name = STATUS_TIMESTAMP_FIELD.get(status.value)
+    if field_name:
+        setattr(step, field_name, now())
+    return step
+
+
+def _parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None or cursor == "":
+        return None
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19):
+        raise InvalidCursor(cursor)
+    return int(cursor)
+
+
+def _index_entry(line: bytes) -> str | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    thread_id = value.get("id") if isinstance(value, dict) else None
+    return thread_id if is_safe_id(thread_id) else None
+
+
+def _parse_message(line: bytes) -> ThreadMessage | None:
+    """A message from one log line, or None for a blank, torn or foreign line."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        value: Any = json.loads(line)
+        if isinstance(value, dict) and is_safe_id(value.get("id")):
+            return ThreadMessage.from_dict(value)
+    except (ValueError, TypeError, KeyError):
+        pass
+    return None
