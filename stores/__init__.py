@@ -19,32 +19,37 @@ from .errors import (
 from .ids import is_safe_id, new_id
 from .integrity import IntegrityReport, Problem
 from .records import (
+    Lease,
     Run,
     RunError,
+    RunRef,
     RunStatus,
     RunStep,
     RunStepStatus,
     RunUsage,
     Thread,
     ThreadMessage,
+    WorkerHeartbeat,
     new_message,
     new_run,
     new_step,
     new_thread,
     text_content,
 )
-from .thread_store import CorruptRecord, InvalidCursor, Page, ThreadStore
+from .thread_store import WORKER_LOST, CorruptRecord, InvalidCursor, Page, ThreadStore
 
 __all__ = [
     "AlreadyExists",
     "CorruptRecord",
     "IntegrityReport",
+    "Lease",
     "InvalidCursor",
     "Page",
     "Problem",
     "Run",
     "RunError",
     "RunInTerminalState",
+    "RunRef",
     "RunNotFound",
     "RunStatus",
     "RunStep",
@@ -58,6 +63,8 @@ __all__ = [
     "ThreadMessage",
     "ThreadNotFound",
     "ThreadStore",
+    "WORKER_LOST",
+    "WorkerHeartbeat",
     "is_safe_id",
     "new_id",
     "new_message",

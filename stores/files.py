@@ -135,9 +135,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_bytes(dir_fd: int, name: str, body: bytes, *, exclusive: bool = False) -> None:
+def write_bytes(
+    dir_fd: int, name: str, body: bytes, *, exclusive: bool = False, durable: bool = True
+) -> None:
     """Publish `name` whole: temp file, fsync, then rename over it, or, when `exclusive`,
-    hard-link into place so that an existing file is never replaced (FileExistsError)."""
+    hard-link into place so that an existing file is never replaced (FileExistsError).
+    `durable=False` skips the fsyncs, for disposable files (drafts, heartbeats) that are
+    rewritten often and need only be whole, never stale-but-safe."""
     temp = f"{TEMP_PREFIX}{name}-{os.urandom(6).hex()}"
     fd = os.open(
         temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
@@ -146,7 +150,8 @@ def write_bytes(dir_fd: int, name: str, body: bytes, *, exclusive: bool = False)
     try:
         try:
             _write_all(fd, body)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if exclusive:
@@ -158,7 +163,8 @@ def write_bytes(dir_fd: int, name: str, body: bytes, *, exclusive: bool = False)
         with suppress(OSError):
             os.unlink(temp, dir_fd=dir_fd)
         raise
-    os.fsync(dir_fd)
+    if durable:
+        os.fsync(dir_fd)
 
 
 def write_record(dir_fd: int, name: str, value: dict[str, Any], *, exclusive: bool) -> None:
@@ -249,3 +255,23 @@ def lines_backward(dir_fd: int, name: str, end: int | None = None) -> Iterator[t
             yield 0, buffer[:-1]
     finally:
         os.close(fd)
+
+
+def touch(dir_fd: int, name: str) -> None:
+    """Create an empty marker file (if absent) and make its directory entry durable."""
+    fd = os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
+    )
+    os.close(fd)
+    os.fsync(dir_fd)
+
+
+def remove(dir_fd: int, name: str) -> None:
+    """Remove a file if it is there."""
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def list_names(dir_fd: int) -> list[str]:
+    with os.scandir(dir_fd) as entries:
+        return [entry.name for entry in entries]

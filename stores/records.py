@@ -464,3 +464,65 @@ def new_step(
         assistant_id=assistant_id,
         step_details=details,
     )
+
+
+@dataclass(frozen=True, order=True)
+class RunRef:
+    """Names a run across the store: what the work queue holds."""
+
+    run_id: str
+    thread_id: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on a run, valid until `expires_at` unless renewed."""
+
+    worker_id: str
+    expires_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, "expires_at": self.expires_at}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(worker_id=str(data["worker_id"]), expires_at=float(data["expires_at"]))
+
+
+@dataclass(frozen=True)
+class WorkerHeartbeat:
+    """What a run worker last said about itself; `seen_at` tells whether it lives."""
+
+    worker_id: str
+    host: str
+    pid: int
+    backend: str
+    concurrency: int
+    running: int
+    started_at: float
+    seen_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "host": self.host,
+            "pid": self.pid,
+            "backend": self.backend,
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "started_at": self.started_at,
+            "seen_at": self.seen_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(
+            worker_id=str(data["worker_id"]),
+            host=str(data.get("host", "")),
+            pid=int(data.get("pid", 0)),
+            backend=str(data.get("backend", "")),
+            concurrency=int(data.get("concurrency", 0)),
+            running=int(data.get("running", 0)),
+            started_at=float(data.get("started_at", 0)),
+            seen_at=float(data["seen_at"]),
+        )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,14 +42,17 @@ from .ids import is_safe_id
 from .integrity import TEMP_FILE_GRACE_SECONDS, IntegrityReport, check_store, repair_store
 from .records import (
     STATUS_TIMESTAMP_FIELD,
+    Lease,
     Run,
     RunError,
+    RunRef,
     RunStatus,
     RunStep,
     RunStepStatus,
     RunUsage,
     Thread,
     ThreadMessage,
+    WorkerHeartbeat,
     now,
 )
 
@@ -64,6 +68,17 @@ MESSAGES = "messages.jsonl"
 RUNS = "runs"
 STATUS = "status.json"
 STEPS = "steps"
+LEASE = "lease.json"
+DRAFT = "draft.json"
+QUEUE_DIR = "queue"
+RUNNING_DIR = "running"
+WORKERS_DIR = "workers"
+
+WORKER_LOST = RunError(
+    code="server_error",
+    message="The worker running this run stopped answering (its lease ran out), so the run "
+    "was ended. Start it again if it is still needed.",
+)
 
 
 class InvalidCursor(StoreError):
@@ -193,6 +208,12 @@ class ThreadStore:
 
     def _write_run(self, run_fd: int, run: Run) -> None:
         files.write_record(run_fd, STATUS, run.to_dict(), exclusive=False)
+        if run.status.is_terminal:
+            # The work-queue markers and the worker's files are hints about live runs.
+            files.remove(run_fd, LEASE)
+            files.remove(run_fd, DRAFT)
+            self._unmark(QUEUE_DIR, run)
+            self._unmark(RUNNING_DIR, run)
 
     # ------------------------------------------------------------------ threads
 
@@ -368,6 +389,10 @@ class ThreadStore:
                 except FileExistsError:
                     raise AlreadyExists(run.id) from None
                 os.fsync(runs_fd)
+                if run.status is RunStatus.QUEUED:
+                    # The marker before the record: a crash between them leaves a marker
+                    # naming a missing run, which a worker drops.
+                    self._mark(QUEUE_DIR, run)
                 with files.opened_dir(runs_fd, (run.id,)) as run_fd:
                     files.write_record(run_fd, STATUS, run.to_dict(), exclusive=True)
         return run
@@ -445,20 +470,19 @@ class ThreadStore:
             return run
 
     def cancel_run(self, thread_id: str, run_id: str) -> Run:
-        """Cancel per the contract, in one atomic step: a queued run is cancelled at once;
-        a running one becomes `cancelling` for its worker to stop. A run that already
-        ended raises RunInTerminalState carrying its final state."""
-        with self._locked_run(f"cancelling run {run_id}", thread_id, run_id) as (_, run_fd):
+        """Cancel per the contract, in one atomic step. A queued run is cancelled at once;
+        a running one becomes `cancelling` for the worker that holds it to stop, or is
+        cancelled at once when no live worker holds it. A run that already ended raises
+        RunInTerminalState carrying its final state."""
+        with self._locked_run(f"cancelling run {run_id}", thread_id, run_id) as (fd, run_fd):
             run = self._read_run(run_fd)
             if run.status.is_terminal:
                 raise RunInTerminalState(run)
-            if run.status is RunStatus.QUEUED:
-                run = _with_status(run, RunStatus.CANCELLED, None)
-            elif run.status is not RunStatus.CANCELLING:
+            if run.status is RunStatus.QUEUED or not self._lease_is_live(run_fd):
+                return self._finish_locked(fd, run_fd, run, RunStatus.CANCELLED)
+            if run.status is not RunStatus.CANCELLING:
                 run = _with_status(run, RunStatus.CANCELLING, None)
-            else:
-                return run
-            self._write_run(run_fd, run)
+                self._write_run(run_fd, run)
             return run
 
     def complete_run(
@@ -468,10 +492,10 @@ class ThreadStore:
         message: ThreadMessage | None,
         usage: RunUsage | None = None,
     ) -> Run:
-        """Finish a run that produced `message`, in one atomic step with any cancel.
-
-        A run that is `cancelling` ends `cancelled` instead, without the message and with
-        its open steps cancelled; a run that already ended raises RunInTerminalState.
+        """Finish a run that produced `message`, in one atomic step with any cancel: the
+        message is appended, the open steps complete (the message_creation step naming
+        the message) and the run completes. A run being cancelled ends `cancelled`
+        instead, without the message; a run that already ended raises RunInTerminalState.
         """
         if message is not None:
             self._check_owner(message.thread_id, thread_id, "message")
@@ -480,58 +504,256 @@ class ThreadStore:
             if run.status.is_terminal:
                 raise RunInTerminalState(run)
             if run.status is RunStatus.CANCELLING:
-                return self._finish_locked(run_fd, run, RunStatus.CANCELLED, None)
-            if message is not None:
-                files.append_line(fd, MESSAGES, message.to_dict())
-            for step in self._read_steps(run_fd):
-                if step.status.is_terminal:
-                    continue
-                if message is not None and step.type == "message_creation":
-                    step.step_details = {
-                        "type": "message_creation",
-                        "message_creation": {"message_id": message.id},
-                    }
-                self._write_step(run_fd, _with_step_status(step, RunStepStatus.COMPLETED))
-            run = _with_status(run, RunStatus.COMPLETED, None)
-            if usage is not None:
-                run.usage = usage
-            self._write_run(run_fd, run)
-            return run
+                return self._finish_locked(fd, run_fd, run, RunStatus.CANCELLED)
+            return self._finish_locked(
+                fd, run_fd, run, RunStatus.COMPLETED, message=message, usage=usage
+            )
 
     def finish_run(
-        self, thread_id: str, run_id: str, status: RunStatus | str, error: RunError | None = None
+        self,
+        thread_id: str,
+        run_id: str,
+        status: RunStatus | str,
+        error: RunError | None = None,
+        *,
+        partial: ThreadMessage | None = None,
     ) -> Run:
         """End a run in a terminal `status`, closing its open steps the same way (a
-        cancelled run's steps are cancelled, a failed run's fail). RunInTerminalState if
-        it already ended; a run being cancelled ends `cancelled` whatever is asked."""
+        cancelled run's steps are cancelled, a failed run's fail). A run being cancelled
+        ends `cancelled` whatever is asked. `partial`, an `incomplete` message, keeps
+        the text produced before the end. RunInTerminalState if it already ended."""
         status = RunStatus(status)
-        if not status.is_terminal:
-            raise StoreError(f"finish_run needs a terminal status, not {status.value!r}.")
-        with self._locked_run(f"ending run {run_id}", thread_id, run_id) as (_, run_fd):
+        if not status.is_terminal or status is RunStatus.COMPLETED:
+            raise StoreError(f"finish_run ends runs that did not complete, not {status.value!r}.")
+        if partial is not None:
+            self._check_owner(partial.thread_id, thread_id, "message")
+            partial = replace(partial, status="incomplete")
+        with self._locked_run(f"ending run {run_id}", thread_id, run_id) as (fd, run_fd):
             run = self._read_run(run_fd)
             if run.status.is_terminal:
                 raise RunInTerminalState(run)
             if run.status is RunStatus.CANCELLING:
                 status, error = RunStatus.CANCELLED, None
-            return self._finish_locked(run_fd, run, status, error)
+            return self._finish_locked(fd, run_fd, run, status, error, message=partial)
 
     def _finish_locked(
-        self, run_fd: int, run: Run, status: RunStatus, error: RunError | None
+        self,
+        thread_fd: int,
+        run_fd: int,
+        run: Run,
+        status: RunStatus,
+        error: RunError | None = None,
+        *,
+        message: ThreadMessage | None = None,
+        usage: RunUsage | None = None,
     ) -> Run:
-        step_status = {
-            RunStatus.CANCELLED: RunStepStatus.CANCELLED,
-            RunStatus.EXPIRED: RunStepStatus.EXPIRED,
-            RunStatus.COMPLETED: RunStepStatus.COMPLETED,
-        }.get(status, RunStepStatus.FAILED)
+        """End `run` (the thread lock held): append its message, close its open steps to
+        match, then write the run's terminal status."""
+        if message is not None:
+            files.append_line(thread_fd, MESSAGES, message.to_dict())
+        step_status = _STEP_STATUS_FOR_RUN.get(status, RunStepStatus.FAILED)
         for step in self._read_steps(run_fd):
-            if not step.status.is_terminal:
-                step = _with_step_status(step, step_status)
-                if step_status is RunStepStatus.FAILED:
-                    step.last_error = error
-                self._write_step(run_fd, step)
+            if step.status.is_terminal:
+                continue
+            step = _with_step_status(step, step_status)
+            if step_status is RunStepStatus.FAILED:
+                step.last_error = error
+            if message is not None and step.type == "message_creation":
+                step.step_details = {
+                    "type": "message_creation",
+                    "message_creation": {"message_id": message.id},
+                }
+            self._write_step(run_fd, step)
         run = _with_status(run, status, error)
+        if usage is not None:
+            run.usage = usage
         self._write_run(run_fd, run)
         return run
+
+    def _lease_is_live(self, run_fd: int) -> bool:
+        lease = self._read_lease(run_fd)
+        return lease is not None and lease.expires_at > time.time()
+
+    def _read_lease(self, run_fd: int) -> Lease | None:
+        try:
+            return Lease.from_dict(files.read_json(run_fd, LEASE))
+        except (Missing, BadRecord, KeyError, TypeError, ValueError):
+            return None
+
+    # --------------------------------------------------------------- work queue
+    #
+    # The store is the queue. A queued run has an empty marker file named
+    # "<run_id>.<thread_id>" in .threadsite/queue/ (a "." never appears in an ID, so the
+    # name splits unambiguously, and names sort by run ID, that is by creation time).
+    # A claimed run's marker moves to .threadsite/running/, and the worker holding it
+    # keeps a lease.json in the run's directory. Markers are hints: every decision
+    # re-reads the run's status under the thread lock, so a stale marker only costs a
+    # look. Workers therefore touch only the runs that wait or run, never the whole store.
+
+    def queued_runs(self) -> list[RunRef]:
+        """Runs waiting for a worker, oldest first."""
+        return self._refs(QUEUE_DIR)
+
+    def running_runs(self) -> list[RunRef]:
+        """Runs some worker has claimed, oldest first."""
+        return self._refs(RUNNING_DIR)
+
+    def queued_count(self) -> int:
+        return len(self.queued_runs())
+
+    def _refs(self, directory: str) -> list[RunRef]:
+        with self._io("reading the work queue"), self._store_dir(directory) as dir_fd:
+            refs = [ref for name in files.list_names(dir_fd) if (ref := _ref_from_entry(name))]
+        return sorted(refs)
+
+    @contextmanager
+    def _store_dir(self, *names: str) -> Iterator[int]:
+        with (
+            self._root_fd() as root_fd,
+            files.opened_dir(root_fd, (STORE_DIR, *names), create=True) as fd,
+        ):
+            yield fd
+
+    def _mark(self, directory: str, run: Run) -> None:
+        with self._store_dir(directory) as dir_fd:
+            files.touch(dir_fd, _entry_name(run.id, run.thread_id))
+
+    def _unmark(self, directory: str, run: Run) -> None:
+        with self._store_dir(directory) as dir_fd:
+            files.remove(dir_fd, _entry_name(run.id, run.thread_id))
+
+    def claim_run(
+        self, ref: RunRef, *, worker_id: str, lease_seconds: float, run_timeout: float
+    ) -> Run | None:
+        """Atomically take a queued run for `worker_id`: it becomes in_progress under a
+        lease. None when the run is no longer waiting (taken, cancelled, gone) or has
+        waited past `run_timeout` (it is then expired)."""
+        try:
+            with self._locked_run(f"claiming run {ref.run_id}", *_ids(ref)) as (fd, run_fd):
+                run = self._read_run(run_fd)
+                if run.status is not RunStatus.QUEUED:
+                    self._unmark(QUEUE_DIR, run)  # a stale marker
+                    return None
+                if run.created_at + run_timeout <= time.time():
+                    self._finish_locked(fd, run_fd, run, RunStatus.EXPIRED)
+                    return None
+                lease = Lease(worker_id=worker_id, expires_at=time.time() + lease_seconds)
+                files.write_record(run_fd, LEASE, lease.to_dict(), exclusive=False)
+                self._mark(RUNNING_DIR, run)
+                run = _with_status(run, RunStatus.IN_PROGRESS, None)
+                self._write_run(run_fd, run)
+                self._unmark(QUEUE_DIR, run)
+                return run
+        except (ThreadNotFound, RunNotFound):
+            # The run's creation never finished (or it was deleted): drop the marker.
+            with self._io("reading the work queue"), self._store_dir(QUEUE_DIR) as dir_fd:
+                files.remove(dir_fd, _entry_name(ref.run_id, ref.thread_id))
+            return None
+
+    def renew_lease(self, ref: RunRef, *, worker_id: str, lease_seconds: float) -> bool:
+        """Extend `worker_id`'s lease; False when it no longer holds the run (the run
+        ended, or its lease lapsed and the run was taken from it)."""
+        with self._locked_run(f"renewing a lease on {ref.run_id}", *_ids(ref)) as (_, run_fd):
+            lease = self._read_lease(run_fd)
+            run = self._read_run(run_fd)
+            if lease is None or lease.worker_id != worker_id or run.status.is_terminal:
+                return False
+            lease = Lease(worker_id=worker_id, expires_at=time.time() + lease_seconds)
+            files.write_record(run_fd, LEASE, lease.to_dict(), exclusive=False)
+            return True
+
+    def reap_run(self, ref: RunRef, *, run_timeout: float) -> Run | None:
+        """End a claimed run nobody can finish: its worker's lease lapsed (the run fails,
+        or is cancelled if a cancel was asked) or it outlived `run_timeout` (expired).
+        Returns the ended run, or None if it is fine or already ended."""
+        try:
+            with self._locked_run(f"checking run {ref.run_id}", *_ids(ref)) as (fd, run_fd):
+                run = self._read_run(run_fd)
+                if run.status.is_terminal:
+                    self._unmark(RUNNING_DIR, run)
+                    return None
+                if run.status is RunStatus.QUEUED:
+                    self._mark(QUEUE_DIR, run)  # handed back: it waits again
+                    self._unmark(RUNNING_DIR, run)
+                    return None
+                if run.created_at + run_timeout <= time.time():
+                    return self._finish_locked(fd, run_fd, run, RunStatus.EXPIRED)
+                if self._lease_is_live(run_fd):
+                    return None
+                if run.status is RunStatus.CANCELLING:
+                    return self._finish_locked(fd, run_fd, run, RunStatus.CANCELLED)
+                return self._finish_locked(fd, run_fd, run, RunStatus.FAILED, WORKER_LOST)
+        except (ThreadNotFound, RunNotFound):
+            with self._io("reading the work queue"), self._store_dir(RUNNING_DIR) as dir_fd:
+                files.remove(dir_fd, _entry_name(ref.run_id, ref.thread_id))
+            return None
+
+    def release_run(self, ref: RunRef, *, worker_id: str, reason: str) -> Run | None:
+        """Hand a run back to the queue (a worker shutting down): its open steps fail
+        with `reason` and it waits for another worker. A run being cancelled is
+        cancelled instead. None if `worker_id` no longer holds it."""
+        with self._locked_run(f"releasing run {ref.run_id}", *_ids(ref)) as (fd, run_fd):
+            run = self._read_run(run_fd)
+            lease = self._read_lease(run_fd)
+            if run.status.is_terminal or lease is None or lease.worker_id != worker_id:
+                return None
+            if run.status is RunStatus.CANCELLING:
+                return self._finish_locked(fd, run_fd, run, RunStatus.CANCELLED)
+            error = RunError(code="server_error", message=reason)
+            for step in self._read_steps(run_fd):
+                if not step.status.is_terminal:
+                    step = _with_step_status(step, RunStepStatus.FAILED)
+                    step.last_error = error
+                    self._write_step(run_fd, step)
+            files.remove(run_fd, LEASE)
+            files.remove(run_fd, DRAFT)
+            self._mark(QUEUE_DIR, run)
+            run = replace(run, status=RunStatus.QUEUED, started_at=None)
+            self._write_run(run_fd, run)
+            self._unmark(RUNNING_DIR, run)
+            return run
+
+    def write_draft(self, thread_id: str, run_id: str, text: str) -> None:
+        """Publish the text a run has produced so far, for readers to watch it grow."""
+        with self._reading_run(f"writing the draft of {run_id}", thread_id, run_id) as run_fd:
+            files.write_bytes(run_fd, DRAFT, files.encode_json({"text": text}), durable=False)
+
+    def read_draft(self, thread_id: str, run_id: str) -> str | None:
+        """The text a running run has produced so far, or None."""
+        with self._reading_run(f"reading the draft of {run_id}", thread_id, run_id) as run_fd:
+            try:
+                draft = files.read_json(run_fd, DRAFT)
+            except (Missing, BadRecord):
+                return None
+        text = draft.get("text")
+        return text if isinstance(text, str) else None
+
+    # -------------------------------------------------------------- heartbeats
+
+    def record_heartbeat(self, heartbeat: WorkerHeartbeat) -> None:
+        if not is_safe_id(heartbeat.worker_id):
+            raise StoreError(f"Unsafe worker ID {heartbeat.worker_id!r}.")
+        with self._io("recording a worker heartbeat"), self._store_dir(WORKERS_DIR) as dir_fd:
+            body = files.encode_json(heartbeat.to_dict())
+            files.write_bytes(dir_fd, f"{heartbeat.worker_id}.json", body, durable=False)
+
+    def remove_heartbeat(self, worker_id: str) -> None:
+        if is_safe_id(worker_id):
+            with self._io("removing a worker heartbeat"), self._store_dir(WORKERS_DIR) as fd:
+                files.remove(fd, f"{worker_id}.json")
+
+    def heartbeats(self) -> list[WorkerHeartbeat]:
+        """Every worker's last heartbeat, most recent first."""
+        found = []
+        with self._io("reading worker heartbeats"), self._store_dir(WORKERS_DIR) as dir_fd:
+            for name in files.list_names(dir_fd):
+                if not (name.endswith(".json") and is_safe_id(name[:-5])):
+                    continue
+                try:
+                    found.append(WorkerHeartbeat.from_dict(files.read_json(dir_fd, name)))
+                except (Missing, BadRecord, KeyError, TypeError, ValueError):
+                    continue
+        return sorted(found, key=lambda beat: beat.seen_at, reverse=True)
 
     # -------------------------------------------------------------------- steps
 
@@ -651,6 +873,28 @@ def _with_status(run: Run, status: RunStatus, error: RunError | None) -> Run:
     if error is not None:
         run.last_error = error
     return run
+
+
+_STEP_STATUS_FOR_RUN = {
+    RunStatus.COMPLETED: RunStepStatus.COMPLETED,
+    RunStatus.CANCELLED: RunStepStatus.CANCELLED,
+    RunStatus.EXPIRED: RunStepStatus.EXPIRED,
+}
+
+
+def _ids(ref: RunRef) -> tuple[str, str]:
+    return ref.thread_id, ref.run_id
+
+
+def _entry_name(run_id: str, thread_id: str) -> str:
+    return f"{run_id}.{thread_id}"
+
+
+def _ref_from_entry(name: str) -> RunRef | None:
+    run_id, _, thread_id = name.partition(".")
+    if is_safe_id(run_id) and is_safe_id(thread_id):
+        return RunRef(run_id=run_id, thread_id=thread_id)
+    return None
 
 
 def _with_step_status(step: RunStep, status: RunStepStatus) -> RunStep:
