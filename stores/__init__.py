@@ -6,6 +6,7 @@ it alone. It alone knows the on-disk layout.
 
 from __future__ import annotations
 
+from .catalog import Catalog, HourBucket, RunSummary, ThreadSummary
 from .errors import (
     AlreadyExists,
     RunInTerminalState,
@@ -40,7 +41,9 @@ from .thread_store import WORKER_LOST, CorruptRecord, InvalidCursor, Page, Threa
 
 __all__ = [
     "AlreadyExists",
+    "Catalog",
     "CorruptRecord",
+    "HourBucket",
     "IntegrityReport",
     "Lease",
     "InvalidCursor",
@@ -55,6 +58,7 @@ __all__ = [
     "RunStep",
     "RunStepNotFound",
     "RunStepStatus",
+    "RunSummary",
     "RunUsage",
     "StoreError",
     "StoreIOError",
@@ -63,6 +67,7 @@ __all__ = [
     "ThreadMessage",
     "ThreadNotFound",
     "ThreadStore",
+    "ThreadSummary",
     "WORKER_LOST",
     "WorkerHeartbeat",
     "is_safe_id",

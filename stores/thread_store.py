@@ -18,6 +18,7 @@ reads take no lock, since every record is published whole.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from . import files
+from .catalog import JOURNAL, Catalog, append_events, journal_line, run_event, thread_event
 from .errors import (
     AlreadyExists,
     RunInTerminalState,
@@ -57,6 +59,7 @@ from .records import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("threadsite.store")
 
 STORE_DIR = ".threadsite"
 THREAD_INDEX = "threads.idx"
@@ -111,6 +114,52 @@ class ThreadStore:
             (self.root / STORE_DIR).mkdir(exist_ok=True)
         except OSError as error:
             raise StoreIOError(f"opening the store at {self.root}", error) from error
+        self._catalog = Catalog(self.root / STORE_DIR / JOURNAL)
+
+    # ------------------------------------------------------------------ journal
+
+    def _journal(self, *events: dict[str, Any]) -> None:
+        """Record changes for the catalog. The records are already safe on disk, so a
+        failure here is logged, not raised: the journal is rebuilt from the records."""
+        try:
+            append_events(self.root / STORE_DIR / JOURNAL, events)
+        except OSError as error:
+            log.warning("could not append to the store journal (%s); run store_check", error)
+
+    def _journal_run(self, run: Run) -> None:
+        at = time.time()
+        self._journal(run_event(run.id, run.thread_id, run.status, run.model, run.created_at, at))
+
+    def catalog(self) -> Catalog:
+        """The store-wide view (counts, filters, metadata lookups), brought up to date."""
+        if not (self.root / STORE_DIR / JOURNAL).exists():
+            self.rebuild_journal()
+        self._catalog.refresh()
+        return self._catalog
+
+    def rebuild_journal(self) -> int:
+        """Rewrite the catalog's journal from the records; returns the events written."""
+        lines = []
+        with self._io("rebuilding the store journal"):
+            for thread_id in self.list_thread_ids():
+                try:
+                    thread = self.get_thread(thread_id)
+                    runs = self.list_runs(thread_id)
+                except StoreError:
+                    continue
+                lines.append(
+                    journal_line(thread_event(thread_id, thread.created_at, thread.metadata))
+                )
+                for run in reversed(runs):
+                    at = float(run.ended_at or run.started_at or run.created_at)
+                    lines.append(
+                        journal_line(
+                            run_event(run.id, thread_id, run.status, run.model, run.created_at, at)
+                        )
+                    )
+            with self._store_dir() as store_fd:
+                files.write_bytes(store_fd, JOURNAL, b"".join(lines))
+        return len(lines)
 
     # ----------------------------------------------------------------- plumbing
 
@@ -208,6 +257,7 @@ class ThreadStore:
 
     def _write_run(self, run_fd: int, run: Run) -> None:
         files.write_record(run_fd, STATUS, run.to_dict(), exclusive=False)
+        self._journal_run(run)
         if run.status.is_terminal:
             # The work-queue markers and the worker's files are hints about live runs.
             files.remove(run_fd, LEASE)
@@ -243,6 +293,7 @@ class ThreadStore:
             finally:
                 os.close(thread_fd)
             files.append_line(store_fd, THREAD_INDEX, {"id": thread.id})
+        self._journal(thread_event(thread.id, thread.created_at, thread.metadata))
         return thread
 
     def get_thread(self, thread_id: str) -> Thread:
@@ -269,7 +320,9 @@ class ThreadStore:
             thread = Thread.from_dict(files.read_json(fd, META))
             thread = replace(thread, metadata=dict(metadata))
             files.write_record(fd, META, thread.to_dict(), exclusive=False)
-            return thread
+            # Inside the lock, so the journal's order of updates is the records' order.
+            self._journal(thread_event(thread.id, thread.created_at, thread.metadata))
+        return thread
 
     def list_threads(self, *, limit: int = 50, cursor: str | None = None) -> Page[Thread]:
         """Threads newest first. Reads the creation-order index backwards from the cursor,
@@ -395,6 +448,7 @@ class ThreadStore:
                     self._mark(QUEUE_DIR, run)
                 with files.opened_dir(runs_fd, (run.id,)) as run_fd:
                     files.write_record(run_fd, STATUS, run.to_dict(), exclusive=True)
+            self._journal_run(run)
         return run
 
     def get_run(self, thread_id: str, run_id: str) -> Run:
