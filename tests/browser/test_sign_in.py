@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from stores import new_thread
+
+pytestmark = pytest.mark.browser
+
+
+def test_signing_in_through_the_form_shows_the_threads(
+    page: Page, live_server, staff_user, password, thread_store
+):
+    thread = thread_store.create_thread(new_thread({"customer": "<Acme & Co>"}))
+
+    page.goto(f"{live_server.url}/")
+
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page).to_have_url(f"{live_server.url}/")
+    expect(page.get_by_role("heading", name="Threads")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text=thread.id)
+    expect(row).to_contain_text("<Acme & Co>")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert page.evaluate("() => typeof window.htmx") == "object"
+
+
+def test_a_wrong_password_keeps_you_on_the_login_page(page: Page, live_server, staff_user):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page.get_by_role("alert")).to_contain_text("enter a correct username and password")
+    expect(page).to_have_url(re.compile(r"/accounts/login/$"))

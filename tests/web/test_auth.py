@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+pytestmark = pytest.mark.django_db
+
+
+def test_thread_list_redirects_anonymous_visitors_to_login(client):
+    response = client.get("/")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next=/"
+
+
+def test_login_page_has_a_labelled_form(client):
+    response = client.get(reverse("login"))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<label for="id_username">Username</label>' in html
+    assert '<label for="id_password">Password</label>' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+
+
+def test_signing_in_lands_on_the_thread_list(client, staff_user, password):
+    response = client.post(
+        reverse("login"), {"username": "ada", "password": password, "next": "/"}, follow=True
+    )
+
+    assert response.redirect_chain == [("/", 302)]
+    assert response.status_code == 200
+    assert "<h1>Threads</h1>" in response.content.decode()
+    assert response.context["user"] == staff_user
+
+
+def test_a_wrong_password_is_refused_with_a_message(client, staff_user):
+    response = client.post(reverse("login"), {"username": "ada", "password": "nope"})
+
+    assert response.status_code == 200
+    assert 'role="alert"' in response.content.decode()
+    assert not response.context["user"].is_authenticated
+
+
+def test_signing_out_ends_the_session(staff_client):
+    response = staff_client.post(reverse("logout"))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("login")
+    assert staff_client.get("/").status_code == 302
+
+
+def test_pages_carry_the_csrf_header_for_htmx(staff_client):
+    html = staff_client.get("/").content.decode()
+
+    assert """hx-headers='{"x-csrftoken": \"""" in html
+    assert "/static/django_htmx/htmx-2.min.js" in html
+
+
+def test_a_form_without_its_csrf_token_gets_a_clear_page(staff_user, password):
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post(reverse("login"), {"username": "ada", "password": password})
+
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "<h1>Form expired</h1>" in html
+    assert "CSRF verification failed" not in html

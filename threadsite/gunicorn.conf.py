@@ -1,0 +1,47 @@
+"""gunicorn settings for Threadsite: `gunicorn --config threadsite/gunicorn.conf.py`.
+
+gthread workers keep the dashboard answering while some threads hold long-lived
+responses (server-sent events); gunicorn's own environment variables still apply
+(e.g. FORWARDED_ALLOW_IPS for a proxy on another host).
+"""
+
+from __future__ import annotations
+
+import os
+
+wsgi_app = "threadsite.wsgi:application"
+
+
+def _int_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {value!r}.") from None
+    if number < 1:
+        raise SystemExit(f"{name} must be at least 1, got {number}.")
+    return number
+
+
+# `serve --host/--port` passes --bind, which overrides this.
+bind = [os.environ.get("THREADSITE_BIND", "").strip() or f"127.0.0.1:{_int_from_env('PORT', 8000)}"]
+
+worker_class = "gthread"
+workers = _int_from_env("WEB_CONCURRENCY", 2)
+threads = _int_from_env("GUNICORN_THREADS", 8)
+
+# Seconds a worker may go silent before it is restarted. With gthread, this is the
+# worker's heartbeat, not a limit on how long one request may take.
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+# No gunicornc control socket: its default path is per user, not per site, so two
+# instances (a test server beside `make run`) would take it from each other.
+control_socket_disable = True

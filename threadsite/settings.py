@@ -1,0 +1,127 @@
+"""Threadsite settings, read from environment variables (see .env.example).
+
+The defaults are safe for local use: DEBUG is off, only 127.0.0.1 and localhost are
+served, and the secret key is generated once and kept in the data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from threadsite import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Everything Threadsite writes: the thread store, the auth database, the secret key.
+DATA_DIR = env.ensure_dir(
+    "THREADSITE_DATA_DIR",
+    env.get_path("THREADSITE_DATA_DIR", default=Path("var"), base_dir=BASE_DIR),
+)
+THREADSITE_STORE_ROOT = DATA_DIR / "threads"
+
+DEBUG = env.get_bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.get_optional_str("DJANGO_SECRET_KEY") or env.load_or_create_secret_key(
+    DATA_DIR / "secret_key"
+)
+ALLOWED_HOSTS = env.get_list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "threadsite",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every view needs a signed-in user unless marked @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "threadsite.urls"
+WSGI_APPLICATION = "threadsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Django's own tables only (users, groups, sessions); threads live in the file store.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "auth.sqlite3",
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "thread-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# Static files are served by WhiteNoise straight from the app and project directories,
+# so there is no collectstatic step (and nothing to forget) before starting gunicorn.
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+
+# Behind a TLS-terminating proxy: secure cookies, HSTS and a redirect to HTTPS.
+# gunicorn trusts X-Forwarded-Proto only from FORWARDED_ALLOW_IPS (127.0.0.1 by default).
+THREADSITE_HTTPS = env.get_bool("THREADSITE_HTTPS", default=False)
+if THREADSITE_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
+    # Subdomains and the preload list are the domain owner's decision, not this app's.
+    SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
+CSRF_COOKIE_HTTPONLY = True  # pages carry the token; scripts never read the cookie
+
+# Errors go to stderr (gunicorn's log) instead of e-mail.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        # gunicorn writes the access log; skip Django's duplicate 4xx warnings.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "ERROR"},
+    },
+}
