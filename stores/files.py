@@ -275,3 +275,13 @@ def remove(dir_fd: int, name: str) -> None:
 def list_names(dir_fd: int) -> list[str]:
     with os.scandir(dir_fd) as entries:
         return [entry.name for entry in entries]
+
+
+def truncate(dir_fd: int, name: str, size: int) -> None:
+    """Cut a file back to `size` bytes, durably (undoing an append)."""
+    fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -253,17 +253,19 @@ class ThreadStore:
             yield run_fd
 
     def _read_run(self, run_fd: int) -> Run:
-        return Run.from_dict(files.read_json(run_fd, STATUS))
+        return _load(Run, run_fd, STATUS)
 
     def _write_run(self, run_fd: int, run: Run) -> None:
         files.write_record(run_fd, STATUS, run.to_dict(), exclusive=False)
         self._journal_run(run)
         if run.status.is_terminal:
-            # The work-queue markers and the worker's files are hints about live runs.
-            files.remove(run_fd, LEASE)
-            files.remove(run_fd, DRAFT)
-            self._unmark(QUEUE_DIR, run)
-            self._unmark(RUNNING_DIR, run)
+            # The work-queue markers and the worker's files are hints about live runs:
+            # the run has ended whether or not they can be removed now.
+            with suppress(OSError):
+                files.remove(run_fd, LEASE)
+                files.remove(run_fd, DRAFT)
+                self._unmark(QUEUE_DIR, run)
+                self._unmark(RUNNING_DIR, run)
 
     # ------------------------------------------------------------------ threads
 
@@ -299,7 +301,7 @@ class ThreadStore:
     def get_thread(self, thread_id: str) -> Thread:
         with self._io(f"reading thread {thread_id}"), self._thread(thread_id) as fd:
             try:
-                return Thread.from_dict(files.read_json(fd, META))
+                return _load(Thread, fd, META)
             except Missing:
                 raise ThreadNotFound(thread_id) from None
 
@@ -317,7 +319,7 @@ class ThreadStore:
 
     def update_thread_metadata(self, thread_id: str, metadata: dict[str, str]) -> Thread:
         with self._locked_thread(f"updating thread {thread_id}", thread_id) as fd:
-            thread = Thread.from_dict(files.read_json(fd, META))
+            thread = _load(Thread, fd, META)
             thread = replace(thread, metadata=dict(metadata))
             files.write_record(fd, META, thread.to_dict(), exclusive=False)
             # Inside the lock, so the journal's order of updates is the records' order.
@@ -486,10 +488,13 @@ class ThreadStore:
             return self._active_run(fd)
 
     def _active_run(self, thread_fd: int) -> Run | None:
-        """The run named by the hint, if it exists and has not ended."""
+        """The thread's run that has not ended, if any: the one the hint names, or, for
+        a thread whose runs another program wrote (no hint), found by looking at each."""
         try:
             hint = files.read_json(thread_fd, ACTIVE_RUN)
-        except (Missing, BadRecord):
+        except Missing:
+            return self._scan_for_active_run(thread_fd)
+        except BadRecord:
             return None
         run_id = hint.get("run_id")
         if not is_safe_id(run_id):
@@ -500,6 +505,26 @@ class ThreadStore:
         except Missing:
             return None
         return None if run.status.is_terminal else run
+
+    def _scan_for_active_run(self, thread_fd: int) -> Run | None:
+        try:
+            runs_fd = files.open_dir(thread_fd, (RUNS,))
+        except Missing:
+            return None
+        try:
+            for name in files.list_names(runs_fd):
+                if not is_safe_id(name):
+                    continue
+                try:
+                    with files.opened_dir(runs_fd, (name,)) as run_fd:
+                        run = self._read_run(run_fd)
+                except (Missing, BadRecord):
+                    continue
+                if not run.status.is_terminal:
+                    return run
+        finally:
+            os.close(runs_fd)
+        return None
 
     def update_run_status(
         self, thread_id: str, run_id: str, status: RunStatus | str, error: RunError | None = None
@@ -602,27 +627,56 @@ class ThreadStore:
         usage: RunUsage | None = None,
     ) -> Run:
         """End `run` (the thread lock held): append its message, close its open steps to
-        match, then write the run's terminal status."""
+        match, then write the run's terminal status, which is the commit point. If any
+        write fails before it, what was written is undone, so a run that did not end
+        never shows its reply (and a cancel that follows cannot leave one behind)."""
+        message_offset = None
         if message is not None:
-            files.append_line(thread_fd, MESSAGES, message.to_dict())
+            message_offset = files.append_line(thread_fd, MESSAGES, message.to_dict())
+        replaced_steps: list[RunStep] = []
         step_status = _STEP_STATUS_FOR_RUN.get(status, RunStepStatus.FAILED)
-        for step in self._read_steps(run_fd):
-            if step.status.is_terminal:
-                continue
-            step = _with_step_status(step, step_status)
-            if step_status is RunStepStatus.FAILED:
-                step.last_error = error
-            if message is not None and step.type == "message_creation":
-                step.step_details = {
-                    "type": "message_creation",
-                    "message_creation": {"message_id": message.id},
-                }
-            self._write_step(run_fd, step)
-        run = _with_status(run, status, error)
-        if usage is not None:
-            run.usage = usage
-        self._write_run(run_fd, run)
-        return run
+        try:
+            for step in self._read_steps(run_fd):
+                if step.status.is_terminal:
+                    continue
+                replaced_steps.append(step)
+                step = _with_step_status(step, step_status)
+                if step_status is RunStepStatus.FAILED:
+                    step.last_error = error
+                if message is not None and step.type == "message_creation":
+                    step.step_details = {
+                        "type": "message_creation",
+                        "message_creation": {"message_id": message.id},
+                    }
+                self._write_step(run_fd, step)
+            ended = _with_status(run, status, error)
+            if usage is not None:
+                ended.usage = usage
+            self._write_run(run_fd, ended)
+        except BaseException:
+            self._undo_finish(thread_fd, run_fd, status, message_offset, replaced_steps)
+            raise
+        return ended
+
+    def _undo_finish(
+        self,
+        thread_fd: int,
+        run_fd: int,
+        status: RunStatus,
+        message_offset: int | None,
+        replaced_steps: list[RunStep],
+    ) -> None:
+        """Best effort, on a failing disk: take back a half-done _finish_locked unless its
+        commit point (the run's new status) already reached the file."""
+        with suppress(Missing, BadRecord, OSError):
+            if self._read_run(run_fd).status is status:
+                return
+        with suppress(OSError):
+            if message_offset is not None:
+                files.truncate(thread_fd, MESSAGES, message_offset)
+        for step in replaced_steps:
+            with suppress(OSError):
+                self._write_step(run_fd, step)
 
     def _lease_is_live(self, run_fd: int) -> bool:
         lease = self._read_lease(run_fd)
@@ -845,7 +899,7 @@ class ThreadStore:
                 raise RunStepNotFound(step_id)
             try:
                 with files.opened_dir(run_fd, (STEPS,)) as steps_fd:
-                    return RunStep.from_dict(files.read_json(steps_fd, f"{step_id}.json"))
+                    return _load(RunStep, steps_fd, f"{step_id}.json")
             except Missing:
                 raise RunStepNotFound(step_id) from None
 
@@ -863,7 +917,7 @@ class ThreadStore:
                 raise RunStepNotFound(step_id)
             try:
                 with files.opened_dir(run_fd, (STEPS,)) as steps_fd:
-                    step = RunStep.from_dict(files.read_json(steps_fd, f"{step_id}.json"))
+                    step = _load(RunStep, steps_fd, f"{step_id}.json")
             except Missing:
                 raise RunStepNotFound(step_id) from None
             step = _with_step_status(step, status)
@@ -885,7 +939,7 @@ class ThreadStore:
             steps = []
             for name in names:
                 try:
-                    steps.append(RunStep.from_dict(files.read_json(steps_fd, name)))
+                    steps.append(_load(RunStep, steps_fd, name))
                 except (Missing, BadRecord):
                     continue  # store check reports damaged steps
         finally:
@@ -957,6 +1011,18 @@ def _with_step_status(step: RunStep, status: RunStepStatus) -> RunStep:
     if field_name:
         setattr(step, field_name, now())
     return step
+
+
+R = TypeVar("R", Thread, Run, RunStep)
+
+
+def _load(record: type[R], dir_fd: int, name: str) -> R:
+    """Read and parse one record; a file that holds no such record is a BadRecord."""
+    data = files.read_json(dir_fd, name)
+    try:
+        return record.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadRecord(f"{name}: {error!r}") from None
 
 
 def _parse_cursor(cursor: str | None) -> int | None:
