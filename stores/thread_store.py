@@ -77,6 +77,8 @@ QUEUE_DIR = "queue"
 RUNNING_DIR = "running"
 WORKERS_DIR = "workers"
 
+ORPHAN_SCAN_LIMIT = 1000  # log lines read back when ending a run that did not complete
+
 WORKER_LOST = RunError(
     code="server_error",
     message="The worker running this run stopped answering (its lease ran out), so the run "
@@ -630,6 +632,8 @@ class ThreadStore:
         match, then write the run's terminal status, which is the commit point. If any
         write fails before it, what was written is undone, so a run that did not end
         never shows its reply (and a cancel that follows cannot leave one behind)."""
+        if status is not RunStatus.COMPLETED and self._demote_orphan_replies(thread_fd, run):
+            message = None  # the orphan already holds the text, now marked incomplete
         message_offset = None
         if message is not None:
             message_offset = files.append_line(thread_fd, MESSAGES, message.to_dict())
@@ -657,6 +661,44 @@ class ThreadStore:
             self._undo_finish(thread_fd, run_fd, status, message_offset, replaced_steps)
             raise
         return ended
+
+    def _demote_orphan_replies(self, thread_fd: int, run: Run) -> bool:
+        """Mark `incomplete` any completed reply of `run` left by a writer that died
+        between appending it and completing the run, so a run that did not complete
+        never shows a completed reply. Such replies sit at the log's tail (the thread
+        is busy while its run is active), so only the lines since the run began are read;
+        the log is rewritten whole, atomically, only when one is found."""
+        tail: list[tuple[int, bytes]] = []
+        for offset, line in files.lines_backward(thread_fd, MESSAGES):
+            reply = _parse_message(line)
+            if reply is not None and reply.created_at < run.created_at:
+                break
+            tail.append((offset, line))
+            if len(tail) > ORPHAN_SCAN_LIMIT:
+                break
+        orphans = {
+            offset
+            for offset, line in tail
+            if (reply := _parse_message(line)) is not None
+            and reply.run_id == run.id
+            and reply.role == "assistant"
+            and reply.status == "completed"
+        }
+        if not orphans:
+            return False
+        data = files.read_bytes(thread_fd, MESSAGES)
+        start = min(orphans)
+        rewritten = [data[:start]]
+        for offset, line in sorted(tail):
+            if offset < start:
+                continue
+            if offset in orphans:
+                reply = _parse_message(line)
+                assert reply is not None
+                line = files.encode_json(replace(reply, status="incomplete").to_dict())
+            rewritten.append(line + b"\n")
+        files.write_bytes(thread_fd, MESSAGES, b"".join(rewritten))
+        return True
 
     def _undo_finish(
         self,
