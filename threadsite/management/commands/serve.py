@@ -1,8 +1,7 @@
 """Run Threadsite's processes side by side until Ctrl-C or SIGTERM.
 
-Today that is gunicorn alone; further processes (a run worker) join the list returned
-by `_processes`. If any process stops on its own, the others are stopped too, so a
-half-running site never lingers.
+gunicorn serves the site and `runworker` executes runs. If either stops on its own, the
+other is stopped too, so a half-running site never lingers.
 """
 
 from __future__ import annotations
@@ -36,11 +35,12 @@ def _processes(*, host: str, port: int) -> list[tuple[str, list[str]]]:
                 f"{host}:{port}",
             ],
         ),
+        ("worker", [sys.executable, "manage.py", "runworker"]),
     ]
 
 
 class Command(BaseCommand):
-    help = "Serve Threadsite with gunicorn until Ctrl-C (or SIGTERM) stops everything."
+    help = "Serve Threadsite (gunicorn and a run worker) until Ctrl-C or SIGTERM stops both."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
