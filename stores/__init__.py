@@ -6,9 +6,12 @@ it alone. It alone knows the on-disk layout.
 
 from __future__ import annotations
 
+from .assistants import Assistant, AssistantStore, new_assistant
 from .catalog import Catalog, HourBucket, RunSummary, ThreadSummary
 from .errors import (
     AlreadyExists,
+    AssistantNotFound,
+    MessageNotFound,
     RunInTerminalState,
     RunNotFound,
     RunStepNotFound,
@@ -41,11 +44,15 @@ from .thread_store import WORKER_LOST, CorruptRecord, InvalidCursor, Page, Threa
 
 __all__ = [
     "AlreadyExists",
+    "Assistant",
+    "AssistantNotFound",
+    "AssistantStore",
     "Catalog",
     "CorruptRecord",
     "HourBucket",
     "IntegrityReport",
     "Lease",
+    "MessageNotFound",
     "InvalidCursor",
     "Page",
     "Problem",
@@ -71,6 +78,7 @@ __all__ = [
     "WORKER_LOST",
     "WorkerHeartbeat",
     "is_safe_id",
+    "new_assistant",
     "new_id",
     "new_message",
     "new_run",

@@ -30,6 +30,18 @@ class RunStepNotFound(StoreError):
         self.step_id = step_id
 
 
+class MessageNotFound(StoreError):
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"No message with ID {message_id!r}.")
+        self.message_id = message_id
+
+
+class AssistantNotFound(StoreError):
+    def __init__(self, assistant_id: str) -> None:
+        super().__init__(f"No assistant with ID {assistant_id!r}.")
+        self.assistant_id = assistant_id
+
+
 class RunInTerminalState(StoreError):
     """The run already ended; `run` is its final state, as stored."""
 

@@ -285,3 +285,25 @@ def truncate(dir_fd: int, name: str, size: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lines_forward(dir_fd: int, name: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, line) for each complete line starting at or after `start`, in order.
+    A trailing fragment with no newline is left out."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno in _MISSING:
+            return
+        raise
+    try:
+        position = start
+        buffer = b""
+        while chunk := os.pread(fd, _READ_CHUNK, position + len(buffer)):
+            buffer += chunk
+            while (cut := buffer.find(b"\n")) >= 0:
+                yield position, buffer[:cut]
+                position += cut + 1
+                buffer = buffer[cut + 1 :]
+    finally:
+        os.close(fd)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +32,7 @@ from . import files
 from .catalog import JOURNAL, Catalog, append_events, journal_line, run_event, thread_event
 from .errors import (
     AlreadyExists,
+    MessageNotFound,
     RunInTerminalState,
     RunNotFound,
     RunStepNotFound,
@@ -77,6 +79,8 @@ QUEUE_DIR = "queue"
 RUNNING_DIR = "running"
 WORKERS_DIR = "workers"
 
+TRASH_PREFIX = ".trash-"
+MESSAGE_OFFSET_CACHE = 4096  # remembered (thread, message) -> log offset, for API paging
 ORPHAN_SCAN_LIMIT = 1000  # log lines read back when ending a run that did not complete
 
 WORKER_LOST = RunError(
@@ -117,6 +121,7 @@ class ThreadStore:
         except OSError as error:
             raise StoreIOError(f"opening the store at {self.root}", error) from error
         self._catalog = Catalog(self.root / STORE_DIR / JOURNAL)
+        self._message_offsets: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -319,6 +324,20 @@ class ThreadStore:
                             ids.append(entry.name)
             return sorted(ids)
 
+    def delete_thread(self, thread_id: str) -> None:
+        """Remove a thread with its messages and runs. The directory is first renamed to a
+        hidden name in one atomic step, so readers see the whole thread or none of it;
+        the removal of the files follows (store repair finishes it after a crash)."""
+        with (
+            self._locked_thread(f"deleting thread {thread_id}", thread_id),
+            self._root_fd() as root_fd,
+        ):
+            hidden = f"{TRASH_PREFIX}{thread_id}-{os.urandom(4).hex()}"
+            os.rename(thread_id, hidden, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+            os.fsync(root_fd)
+            self._journal({"e": "thread_deleted", "id": thread_id})
+        shutil.rmtree(self.root / hidden, ignore_errors=True)
+
     def update_thread_metadata(self, thread_id: str, metadata: dict[str, str]) -> Thread:
         with self._locked_thread(f"updating thread {thread_id}", thread_id) as fd:
             thread = _load(Thread, fd, META)
@@ -426,6 +445,120 @@ class ThreadStore:
         page = self.latest_messages(thread_id, limit=1)
         return page.items[0] if page.items else None
 
+    def get_message(self, thread_id: str, message_id: str) -> ThreadMessage:
+        with self._io(f"reading messages of {thread_id}"), self._thread(thread_id) as fd:
+            message = _parse_message(self._message_line(fd, thread_id, message_id)[1])
+        assert message is not None  # _message_line returns only lines that parse
+        return message
+
+    def list_messages_page(
+        self,
+        thread_id: str,
+        *,
+        limit: int = 20,
+        order: str = "desc",
+        after: str | None = None,
+        before: str | None = None,
+        run_id: str | None = None,
+    ) -> tuple[list[ThreadMessage], bool]:
+        """A page in the Assistants API's terms: `order` "asc" (oldest first) or "desc";
+        `after` / `before` name the message the page follows or precedes in that order.
+        Returns the messages and whether more follow. Reading starts at the cursor
+        message (found through a small cache of recent cursors), so walking a long
+        thread page by page reads each line about once."""
+        if order not in {"asc", "desc"}:
+            raise StoreError(f"order must be 'asc' or 'desc', not {order!r}.")
+        cursor = after or before
+        # File order is oldest first: "forward" reads towards newer messages.
+        forward = (order == "asc") == (before is None)
+        found: list[ThreadMessage] = []
+        with self._io(f"reading messages of {thread_id}"), self._thread(thread_id) as fd:
+            if cursor is None:
+                lines = (
+                    files.lines_forward(fd, MESSAGES)
+                    if forward
+                    else files.lines_backward(fd, MESSAGES)
+                )
+            else:
+                offset, line = self._message_line(fd, thread_id, cursor)
+                lines = (
+                    files.lines_forward(fd, MESSAGES, offset + len(line) + 1)
+                    if forward
+                    else files.lines_backward(fd, MESSAGES, offset)
+                )
+            for offset, line in lines:
+                message = _parse_message(line)
+                if message is None or (run_id is not None and message.run_id != run_id):
+                    continue
+                if len(found) == limit:
+                    return self._in_order(found, before), True
+                found.append(message)
+                self._remember_offset(thread_id, message.id, offset)
+        return self._in_order(found, before), False
+
+    @staticmethod
+    def _in_order(found: list[ThreadMessage], before: str | None) -> list[ThreadMessage]:
+        # Read away from a `before` cursor, the page comes out nearest-first: turn it round.
+        return found[::-1] if before is not None else found
+
+    def _remember_offset(self, thread_id: str, message_id: str, offset: int) -> None:
+        cache = self._message_offsets
+        cache[(thread_id, message_id)] = offset
+        if len(cache) > MESSAGE_OFFSET_CACHE:
+            cache.pop(next(iter(cache)))
+
+    def _message_line(self, thread_fd: int, thread_id: str, message_id: str) -> tuple[int, bytes]:
+        """(offset, line) of a message: a cached offset if the line there still holds it
+        (a rewrite moves lines), else a search from the newest end."""
+        if not is_safe_id(message_id):
+            raise MessageNotFound(message_id)
+        cached = self._message_offsets.get((thread_id, message_id))
+        if cached is not None:
+            for offset, line in files.lines_forward(thread_fd, MESSAGES, cached):
+                message = _parse_message(line)
+                if message is not None and message.id == message_id:
+                    return offset, line
+                break
+        for offset, line in files.lines_backward(thread_fd, MESSAGES):
+            message = _parse_message(line)
+            if message is not None and message.id == message_id:
+                self._remember_offset(thread_id, message_id, offset)
+                return offset, line
+        raise MessageNotFound(message_id)
+
+    def update_message_metadata(
+        self, thread_id: str, message_id: str, metadata: dict[str, str]
+    ) -> ThreadMessage:
+        """Replace a message's metadata (the log is rewritten whole, atomically)."""
+        with self._locked_thread(f"updating message {message_id}", thread_id) as fd:
+            return self._rewrite_message(fd, thread_id, message_id, metadata=dict(metadata))
+
+    def delete_message(self, thread_id: str, message_id: str) -> ThreadMessage:
+        with self._locked_thread(f"deleting message {message_id}", thread_id) as fd:
+            return self._rewrite_message(fd, thread_id, message_id, delete=True)
+
+    def _rewrite_message(
+        self,
+        thread_fd: int,
+        thread_id: str,
+        message_id: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        delete: bool = False,
+    ) -> ThreadMessage:
+        offset, line = self._message_line(thread_fd, thread_id, message_id)
+        message = _parse_message(line)
+        assert message is not None
+        data = files.read_bytes(thread_fd, MESSAGES)
+        if delete:
+            replacement = b""
+        else:
+            message = replace(message, metadata=metadata or {})
+            replacement = files.encode_json(message.to_dict()) + b"\n"
+        body = data[:offset] + replacement + data[offset + len(line) + 1 :]
+        files.write_bytes(thread_fd, MESSAGES, body)
+        return message
+
     # --------------------------------------------------------------------- runs
 
     def create_run(self, thread_id: str, run: Run) -> Run:
@@ -527,6 +660,12 @@ class ThreadStore:
         finally:
             os.close(runs_fd)
         return None
+
+    def update_run_metadata(self, thread_id: str, run_id: str, metadata: dict[str, str]) -> Run:
+        with self._locked_run(f"updating run {run_id}", thread_id, run_id) as (_, run_fd):
+            run = replace(self._read_run(run_fd), metadata=dict(metadata))
+            files.write_record(run_fd, STATUS, run.to_dict(), exclusive=False)
+            return run
 
     def update_run_status(
         self, thread_id: str, run_id: str, status: RunStatus | str, error: RunError | None = None

@@ -212,6 +212,8 @@ class RunWorker:
             log.info("run %s ended %s", job.ref.run_id, status.value)
         except RunInTerminalState:
             pass  # the run's own thread finished first; its outcome stands
+        except StoreError as error:  # the thread was deleted, or the disk failed
+            log.warning("could not end run %s: %s", job.ref.run_id, error)
 
     def _reap_others(self) -> None:
         """End runs whose worker is gone (lease lapsed) or that outlived the time limit."""
