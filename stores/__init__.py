@@ -23,6 +23,7 @@ from .errors import (
 from .ids import is_safe_id, new_id
 from .integrity import IntegrityReport, Problem
 from .records import (
+    Draft,
     Lease,
     Run,
     RunError,
@@ -49,6 +50,7 @@ __all__ = [
     "AssistantStore",
     "Catalog",
     "CorruptRecord",
+    "Draft",
     "HourBucket",
     "IntegrityReport",
     "Lease",

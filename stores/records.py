@@ -404,13 +404,14 @@ def new_message(
     role: str,
     text: str,
     *,
+    message_id: str | None = None,
     run_id: str | None = None,
     assistant_id: str | None = None,
     status: str = "completed",
     metadata: dict[str, str] | None = None,
 ) -> ThreadMessage:
     return ThreadMessage(
-        id=new_id("msg"),
+        id=message_id or new_id("msg"),
         thread_id=thread_id,
         role=role,
         content=text_content(text),
@@ -448,10 +449,12 @@ def new_step(
     *,
     type: str = "message_creation",  # noqa: A002 - v2's field name
     assistant_id: str | None = None,
+    message_id: str | None = None,
 ) -> RunStep:
+    """A new step; a message_creation step may name up front the message it will write."""
     details: dict[str, Any] = {"type": type}
     if type == "message_creation":
-        details["message_creation"] = {"message_id": None}
+        details["message_creation"] = {"message_id": message_id}
     else:
         details["tool_calls"] = []
     return RunStep(
@@ -526,3 +529,11 @@ class WorkerHeartbeat:
             started_at=float(data.get("started_at", 0)),
             seen_at=float(data["seen_at"]),
         )
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a running run has produced so far, and the ID its message will have."""
+
+    text: str
+    message_id: str | None = None

@@ -46,6 +46,7 @@ from .ids import is_safe_id
 from .integrity import TEMP_FILE_GRACE_SECONDS, IntegrityReport, check_store, repair_store
 from .records import (
     STATUS_TIMESTAMP_FIELD,
+    Draft,
     Lease,
     Run,
     RunError,
@@ -1002,20 +1003,30 @@ class ThreadStore:
             self._unmark(RUNNING_DIR, run)
             return run
 
-    def write_draft(self, thread_id: str, run_id: str, text: str) -> None:
+    def write_draft(
+        self, thread_id: str, run_id: str, text: str, *, message_id: str | None = None
+    ) -> None:
         """Publish the text a run has produced so far, for readers to watch it grow."""
+        body = files.encode_json({"text": text, "message_id": message_id})
         with self._reading_run(f"writing the draft of {run_id}", thread_id, run_id) as run_fd:
-            files.write_bytes(run_fd, DRAFT, files.encode_json({"text": text}), durable=False)
+            files.write_bytes(run_fd, DRAFT, body, durable=False)
+
+    def draft(self, thread_id: str, run_id: str) -> Draft | None:
+        """What a running run has produced so far, or None."""
+        with self._reading_run(f"reading the draft of {run_id}", thread_id, run_id) as run_fd:
+            try:
+                data = files.read_json(run_fd, DRAFT)
+            except (Missing, BadRecord):
+                return None
+        text, message_id = data.get("text"), data.get("message_id")
+        if not isinstance(text, str):
+            return None
+        return Draft(text, message_id if is_safe_id(message_id) else None)
 
     def read_draft(self, thread_id: str, run_id: str) -> str | None:
         """The text a running run has produced so far, or None."""
-        with self._reading_run(f"reading the draft of {run_id}", thread_id, run_id) as run_fd:
-            try:
-                draft = files.read_json(run_fd, DRAFT)
-            except (Missing, BadRecord):
-                return None
-        text = draft.get("text")
-        return text if isinstance(text, str) else None
+        draft = self.draft(thread_id, run_id)
+        return draft.text if draft else None
 
     # -------------------------------------------------------------- heartbeats
 

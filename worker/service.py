@@ -51,6 +51,8 @@ class Job:
     ref: RunRef
     run: StoredRun
     text: str = ""
+    # Chosen up front so the step, the draft and the final message all name it.
+    message_id: str = field(default_factory=lambda: new_id("msg"))
     stream: ReplyStream | None = None
     abandoned: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -272,7 +274,9 @@ class RunWorker:
         thread_id, run_id = job.ref.thread_id, job.ref.run_id
         run = job.run
         self.store.append_step(
-            thread_id, run_id, new_step(thread_id, run_id, assistant_id=run.assistant_id)
+            thread_id,
+            run_id,
+            new_step(thread_id, run_id, assistant_id=run.assistant_id, message_id=job.message_id),
         )
         request = self._request(run)
         stream = self.backend.start(request)
@@ -287,7 +291,7 @@ class RunWorker:
                     return
                 job.text += delta
                 if time.monotonic() - published >= DRAFT_SECONDS:
-                    self.store.write_draft(thread_id, run_id, job.text)
+                    self.store.write_draft(thread_id, run_id, job.text, message_id=job.message_id)
                     published = time.monotonic()
         except BackendError as error:
             if not job.abandoned.is_set():
@@ -322,6 +326,7 @@ class RunWorker:
             job.ref.thread_id,
             "assistant",
             job.text,
+            message_id=job.message_id,
             run_id=job.ref.run_id,
             assistant_id=job.run.assistant_id,
             status=status,
