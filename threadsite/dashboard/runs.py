@@ -1,12 +1,234 @@
-"""Runs: start one, watch it live, cancel it."""
+"""Runs: start one, watch it live, cancel it.
+
+The run page's live block (status, timings, error, steps, the reply) is the partial
+"runs/detail.html#live". The same URL serves it to htmx, which polls it while the run
+is active; once the run has ended the answer is HTTP 286, so htmx shows the final state
+and stops asking.
+"""
 
 from __future__ import annotations
 
-from django.http import Http404, HttpResponse
+import time
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect
+
+from stores import Run, RunInTerminalState, RunStatus, RunStep, ThreadBusy, ThreadStore, new_run
+from threadsite.services import get_store
+
+from .http import HtmxHttpRequest
+from .permissions import writer_required
+from .runs_forms import StartRunForm
+
+# A cancel request is accepted in these states; `cancelling` is already on its way.
+CANCELLABLE = frozenset({RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.REQUIRES_ACTION})
+# Looking for a finished run's reply, read at most this many messages back from the
+# newest (the reply is appended when the run ends, so it is normally among the last).
+REPLY_SEARCH_LIMIT = 1000
+REPLY_PAGE = 50
+# A worker that wrote a heartbeat this recently is alive (workers write one every 2 s).
+WORKER_ALIVE_SECONDS = 10.0
+
+STATUS_EXPLANATIONS = {
+    RunStatus.QUEUED: "Waiting for a run worker to pick it up.",
+    RunStatus.IN_PROGRESS: "A run worker is writing the reply.",
+    RunStatus.REQUIRES_ACTION: "Waiting for tool output, which this dashboard cannot give.",
+    RunStatus.CANCELLING: "Cancelling: the worker stops within a second or two.",
+    RunStatus.COMPLETED: "Finished with a reply.",
+    RunStatus.FAILED: "Ended with an error.",
+    RunStatus.CANCELLED: "Cancelled before it finished.",
+    RunStatus.EXPIRED: "Ended because it ran or waited past the time limit.",
+    RunStatus.INCOMPLETE: "Ended before the reply was complete.",
+}
 
 
-def _todo(*args: object, **kwargs: object) -> HttpResponse:
-    raise Http404("Not built yet.")
+@dataclass(frozen=True)
+class Reply:
+    """What the run page shows as the assistant's text, and how to label it."""
+
+    state: str  # waiting | streaming | final | incomplete | none
+    text: str = ""
+    message_id: str | None = None
 
 
-run_create = run_detail = run_cancel = _todo
+@dataclass(frozen=True)
+class RunPage:
+    run: Run
+    steps: list[RunStep]
+    reply: Reply
+    explanation: str
+    is_terminal: bool
+    can_cancel: bool
+    # Seconds between created and started (or now, while it waits).
+    waited: float | None
+    # Seconds between started and ended (or now, while it runs).
+    elapsed: float | None
+    no_worker_alive: bool
+
+
+# --------------------------------------------------------------------------- views
+
+
+@require_POST
+@writer_required
+def run_create(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
+    store = get_store()
+    thread = store.get_thread(thread_id)  # an unknown or unsafe ID is the 404 page
+    form = StartRunForm(request.POST)
+    if form.is_valid():
+        try:
+            run = store.create_run(
+                thread.id,
+                new_run(
+                    thread.id,
+                    model=form.cleaned_data["model"],
+                    instructions=form.cleaned_data["instructions"],
+                ),
+            )
+        except ThreadBusy as busy:
+            if not request.htmx:
+                messages.error(request, _busy_message(busy))
+                return redirect("thread-detail", thread_id=thread.id)
+            form.add_error(None, _busy_message(busy))
+            return _start_form_response(request, thread.id, form, busy_run_id=busy.run_id)
+        url = reverse("run-detail", kwargs={"thread_id": thread.id, "run_id": run.id})
+        if request.htmx:
+            return HttpResponseClientRedirect(url)
+        return HttpResponseRedirect(url)
+    return _start_form_response(request, thread.id, form)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def run_detail(request: HtmxHttpRequest, thread_id: str, run_id: str) -> TemplateResponse:
+    store = get_store()
+    run = store.get_run(thread_id, run_id)
+    return _run_response(request, store, run, notice=None)
+
+
+@require_POST
+@writer_required
+def run_cancel(request: HtmxHttpRequest, thread_id: str, run_id: str) -> HttpResponse:
+    store = get_store()
+    try:
+        run = store.cancel_run(thread_id, run_id)
+    except RunInTerminalState as ended:
+        run = ended.run
+        notice = f"This run had already ended: {run.status.value}."
+    else:
+        if run.status is RunStatus.CANCELLED:
+            notice = "Cancelled."
+        else:
+            notice = "Cancelling: the worker stops within a second or two."
+    if not request.htmx:
+        messages.info(request, notice)
+        return redirect("run-detail", thread_id=run.thread_id, run_id=run.id)
+    return _run_response(request, store, run, notice=notice)
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _busy_message(busy: ThreadBusy) -> str:
+    return (
+        f"This thread already has an active run ({busy.run_id}): wait for it to end or "
+        "cancel it, then start a new one."
+    )
+
+
+def _start_form_response(
+    request: HtmxHttpRequest, thread_id: str, form: StartRunForm, *, busy_run_id: str | None = None
+) -> TemplateResponse:
+    """The start form again, with its errors: in place for htmx (whatever form posted it
+    is replaced), as a page of its own without JavaScript."""
+    context = {"thread_id": thread_id, "form": form, "busy_run_id": busy_run_id}
+    if request.htmx:
+        response = TemplateResponse(request, "runs/_start_form.html", context)
+        response["HX-Retarget"] = "closest form"
+        response["HX-Reswap"] = "outerHTML"
+        return response
+    return TemplateResponse(request, "runs/start.html", context)
+
+
+def _run_response(
+    request: HtmxHttpRequest, store: ThreadStore, run: Run, *, notice: str | None
+) -> TemplateResponse:
+    page = run_page(store, run)
+    context = {"page": page, "run": run, "notice": notice}
+    if request.htmx:
+        status = HTMX_STOP_POLLING if page.is_terminal else 200
+        return TemplateResponse(request, "runs/detail.html#live", context, status=status)
+    return TemplateResponse(request, "runs/detail.html", context)
+
+
+def run_page(store: ThreadStore, run: Run, *, now: float | None = None) -> RunPage:
+    """Everything the run page shows about `run`, read from the store once.
+
+    The run is read first: when it has ended, everything read after it (steps, reply)
+    is final too, so the last answer before polling stops is consistent."""
+    now = time.time() if now is None else now
+    steps = store.list_steps(run.thread_id, run.id)
+    is_terminal = run.status.is_terminal
+    if run.status is RunStatus.QUEUED:
+        reply = Reply("waiting")
+    elif not is_terminal:
+        draft = store.read_draft(run.thread_id, run.id)
+        reply = Reply("streaming", draft) if draft else Reply("waiting")
+    else:
+        reply = _final_reply(store, run, steps)
+    started, ended = run.started_at, run.ended_at
+    waited = None
+    if run.status is RunStatus.QUEUED:
+        waited = now - run.created_at
+    elif started is not None:
+        waited = started - run.created_at
+    elapsed = None
+    if started is not None and ended is not None:
+        elapsed = ended - started
+    elif started is not None and not is_terminal:
+        elapsed = now - started
+    no_worker_alive = False
+    if run.status is RunStatus.QUEUED:
+        no_worker_alive = not any(
+            now - beat.seen_at <= WORKER_ALIVE_SECONDS for beat in store.heartbeats()
+        )
+    return RunPage(
+        run=run,
+        steps=steps,
+        reply=reply,
+        explanation=STATUS_EXPLANATIONS.get(run.status, ""),
+        is_terminal=is_terminal,
+        can_cancel=run.status in CANCELLABLE,
+        waited=waited,
+        elapsed=elapsed,
+        no_worker_alive=no_worker_alive,
+    )
+
+
+def _final_reply(store: ThreadStore, run: Run, steps: list[RunStep]) -> Reply:
+    """The message an ended run wrote: the one its message_creation step names, else the
+    newest assistant message that carries its run_id. Reads back from the newest
+    message, and stops at messages older than the run."""
+    named = {step.message_id for step in steps if step.message_id}
+    cursor: str | None = None
+    scanned = 0
+    while scanned < REPLY_SEARCH_LIMIT:
+        page = store.messages_before(run.thread_id, cursor, limit=REPLY_PAGE)
+        for message in reversed(page.items):
+            if message.id in named or (message.role == "assistant" and message.run_id == run.id):
+                state = "incomplete" if message.status == "incomplete" else "final"
+                return Reply(state, message.text, message.id)
+            if message.created_at < run.created_at:
+                return Reply("none")
+        scanned += len(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return Reply("none")
