@@ -10,24 +10,45 @@ from stores import new_thread
 pytestmark = pytest.mark.browser
 
 
-def test_signing_in_through_the_form_shows_the_threads(
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def test_signing_in_through_the_form_lands_on_the_page_asked_for(
     page: Page, live_server, staff_user, password, thread_store
 ):
     thread = thread_store.create_thread(new_thread({"customer": "<Acme & Co>"}))
 
-    page.goto(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/threads/")
 
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/threads/$"))
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page).to_have_url(f"{live_server.url}/threads/")
+    expect(page.get_by_role("heading", name="Threads", exact=True)).to_be_visible()
+    row = page.get_by_role("row").filter(has_text=thread.id)
+    expect(row).to_contain_text("<Acme & Co>")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert page.evaluate("() => typeof window.htmx") == "object"
+
+
+def test_signing_in_from_the_home_page_lands_on_the_overview(
+    page: Page, live_server, staff_user, password
+):
+    page.goto(f"{live_server.url}/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
     page.get_by_label("Username").fill("ada")
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
 
     expect(page).to_have_url(f"{live_server.url}/")
-    expect(page.get_by_role("heading", name="Threads")).to_be_visible()
-    row = page.get_by_role("row").filter(has_text=thread.id)
-    expect(row).to_contain_text("<Acme & Co>")
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-    assert page.evaluate("() => typeof window.htmx") == "object"
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Overview")).to_have_attribute("aria-current", "page")
+    expect(nav.get_by_role("link", name="Threads")).to_be_visible()
+    expect(nav.get_by_role("link", name="New thread")).to_be_visible()
 
 
 def test_a_wrong_password_keeps_you_on_the_login_page(page: Page, live_server, staff_user):
@@ -38,3 +59,15 @@ def test_a_wrong_password_keeps_you_on_the_login_page(page: Page, live_server, s
 
     expect(page.get_by_role("alert")).to_contain_text("enter a correct username and password")
     expect(page).to_have_url(re.compile(r"/accounts/login/$"))
+
+
+def test_signing_out_returns_to_the_login_page(page: Page, live_server, staff_user, password):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").click()
+
+    expect(page).to_have_url(re.compile(r"/accounts/login/$"))
+    page.goto(f"{live_server.url}/threads/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/threads/$"))

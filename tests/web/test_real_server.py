@@ -145,7 +145,7 @@ def test_gunicorn_serves_pages_static_files_and_sign_in(gunicorn: str, data_dir:
     assert signed_in.value.code == 302
     assert signed_in.value.headers["Location"] == "/"
 
-    with browser.open(f"{gunicorn}/") as response:
+    with browser.open(f"{gunicorn}/threads/") as response:
         assert response.status == 200
         assert "No threads yet." in response.read().decode()
 
