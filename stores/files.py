@@ -307,3 +307,13 @@ def lines_forward(dir_fd: int, name: str, start: int = 0) -> Iterator[tuple[int,
                 buffer = buffer[cut + 1 :]
     finally:
         os.close(fd)
+
+
+def append_bytes(dir_fd: int, name: str, data: bytes) -> None:
+    """Append without fsync: for bulk writes that sync once at the end."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
