@@ -11,6 +11,7 @@ from .catalog import Catalog, HourBucket, RunSummary, ThreadSummary
 from .errors import (
     AlreadyExists,
     AssistantNotFound,
+    LeaseLost,
     MessageNotFound,
     RunInTerminalState,
     RunNotFound,
@@ -54,6 +55,7 @@ __all__ = [
     "HourBucket",
     "IntegrityReport",
     "Lease",
+    "LeaseLost",
     "MessageNotFound",
     "InvalidCursor",
     "Page",

@@ -50,6 +50,15 @@ class RunInTerminalState(StoreError):
         self.run = run
 
 
+class LeaseLost(StoreError):
+    """A worker wrote to a run it no longer holds (its lease lapsed or was handed back)."""
+
+    def __init__(self, run_id: str, worker_id: str) -> None:
+        super().__init__(f"Worker {worker_id} no longer holds run {run_id}.")
+        self.run_id = run_id
+        self.worker_id = worker_id
+
+
 class AlreadyExists(StoreError):
     def __init__(self, record_id: str) -> None:
         super().__init__(f"A record with ID {record_id!r} already exists.")

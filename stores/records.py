@@ -161,6 +161,8 @@ class ThreadMessage:
     assistant_id: str | None = None
     status: str = "completed"
     metadata: dict[str, str] = field(default_factory=dict)
+    # v2's incomplete_details.reason: run_cancelled, run_expired, run_failed...
+    incomplete_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     _KNOWN = frozenset(
@@ -192,7 +194,9 @@ class ThreadMessage:
             "thread_id": self.thread_id,
             "status": self.status,
             "incomplete_details": (
-                {"reason": "run_cancelled"} if self.status == "incomplete" else None
+                {"reason": self.incomplete_reason or "run_cancelled"}
+                if self.status == "incomplete"
+                else None
             ),
             "completed_at": self.created_at if self.status == "completed" else None,
             "incomplete_at": self.created_at if self.status == "incomplete" else None,
@@ -219,8 +223,23 @@ class ThreadMessage:
             assistant_id=data.get("assistant_id") or None,
             status=str(data.get("status") or "completed"),
             metadata=_metadata(data.get("metadata")),
+            incomplete_reason=_incomplete_reason(data.get("incomplete_details")),
             extra=_extra(data, set(cls._KNOWN)),
         )
+
+
+def _incomplete_reason(details: Any) -> str | None:
+    reason = details.get("reason") if isinstance(details, dict) else None
+    return reason if isinstance(reason, str) else None
+
+
+# Why a reply was cut short, by how its run ended (v2's incomplete_details.reason).
+INCOMPLETE_REASONS = {
+    "cancelled": "run_cancelled",
+    "expired": "run_expired",
+    "failed": "run_failed",
+    "incomplete": "run_failed",
+}
 
 
 @dataclass

@@ -32,6 +32,7 @@ from . import files
 from .catalog import JOURNAL, Catalog, append_events, journal_line, run_event, thread_event
 from .errors import (
     AlreadyExists,
+    LeaseLost,
     MessageNotFound,
     RunInTerminalState,
     RunNotFound,
@@ -45,6 +46,7 @@ from .files import BadRecord, Missing
 from .ids import is_safe_id
 from .integrity import TEMP_FILE_GRACE_SECONDS, IntegrityReport, check_store, repair_store
 from .records import (
+    INCOMPLETE_REASONS,
     STATUS_TIMESTAMP_FIELD,
     Draft,
     Lease,
@@ -751,11 +753,15 @@ class ThreadStore:
         run_id: str,
         message: ThreadMessage | None,
         usage: RunUsage | None = None,
+        *,
+        worker_id: str | None = None,
     ) -> Run:
         """Finish a run that produced `message`, in one atomic step with any cancel: the
         message is appended, the open steps complete (the message_creation step naming
         the message) and the run completes. A run being cancelled ends `cancelled`
         instead, without the message; a run that already ended raises RunInTerminalState.
+        With `worker_id`, the call is refused (LeaseLost) unless that worker still holds
+        the run's lease: a worker that lost its run must not finish it.
         """
         if message is not None:
             self._check_owner(message.thread_id, thread_id, "message")
@@ -763,6 +769,7 @@ class ThreadStore:
             run = self._read_run(run_fd)
             if run.status.is_terminal:
                 raise RunInTerminalState(run)
+            self._check_lease(run_fd, run, worker_id)
             if run.status is RunStatus.CANCELLING:
                 return self._finish_locked(fd, run_fd, run, RunStatus.CANCELLED)
             return self._finish_locked(
@@ -777,6 +784,7 @@ class ThreadStore:
         error: RunError | None = None,
         *,
         partial: ThreadMessage | None = None,
+        worker_id: str | None = None,
     ) -> Run:
         """End a run in a terminal `status`, closing its open steps the same way (a
         cancelled run's steps are cancelled, a failed run's fail). A run being cancelled
@@ -792,8 +800,11 @@ class ThreadStore:
             run = self._read_run(run_fd)
             if run.status.is_terminal:
                 raise RunInTerminalState(run)
+            self._check_lease(run_fd, run, worker_id)
             if run.status is RunStatus.CANCELLING:
                 status, error = RunStatus.CANCELLED, None
+            if partial is not None:
+                partial = replace(partial, incomplete_reason=INCOMPLETE_REASONS[status.value])
             return self._finish_locked(fd, run_fd, run, status, error, message=partial)
 
     def _finish_locked(
@@ -811,7 +822,9 @@ class ThreadStore:
         match, then write the run's terminal status, which is the commit point. If any
         write fails before it, what was written is undone, so a run that did not end
         never shows its reply (and a cancel that follows cannot leave one behind)."""
-        if status is not RunStatus.COMPLETED and self._demote_orphan_replies(thread_fd, run):
+        if status is not RunStatus.COMPLETED and self._demote_orphan_replies(
+            thread_fd, run, INCOMPLETE_REASONS.get(status.value, "run_failed")
+        ):
             message = None  # the orphan already holds the text, now marked incomplete
         message_offset = None
         if message is not None:
@@ -826,11 +839,8 @@ class ThreadStore:
                 step = _with_step_status(step, step_status)
                 if step_status is RunStepStatus.FAILED:
                     step.last_error = error
-                if message is not None and step.type == "message_creation":
-                    step.step_details = {
-                        "type": "message_creation",
-                        "message_creation": {"message_id": message.id},
-                    }
+                if step.type == "message_creation":
+                    _name_message(step, message.id if message is not None else None)
                 self._write_step(run_fd, step)
             ended = _with_status(run, status, error)
             if usage is not None:
@@ -841,7 +851,7 @@ class ThreadStore:
             raise
         return ended
 
-    def _demote_orphan_replies(self, thread_fd: int, run: Run) -> bool:
+    def _demote_orphan_replies(self, thread_fd: int, run: Run, reason: str) -> bool:
         """Mark `incomplete` any completed reply of `run` left by a writer that died
         between appending it and completing the run, so a run that did not complete
         never shows a completed reply. Such replies sit at the log's tail (the thread
@@ -874,7 +884,8 @@ class ThreadStore:
             if offset in orphans:
                 reply = _parse_message(line)
                 assert reply is not None
-                line = files.encode_json(replace(reply, status="incomplete").to_dict())
+                demoted = replace(reply, status="incomplete", incomplete_reason=reason)
+                line = files.encode_json(demoted.to_dict())
             rewritten.append(line + b"\n")
         files.write_bytes(thread_fd, MESSAGES, b"".join(rewritten))
         return True
@@ -898,6 +909,13 @@ class ThreadStore:
         for step in replaced_steps:
             with suppress(OSError):
                 self._write_step(run_fd, step)
+
+    def _check_lease(self, run_fd: int, run: Run, worker_id: str | None) -> None:
+        if worker_id is None:
+            return
+        lease = self._read_lease(run_fd)
+        if run.status is RunStatus.QUEUED or lease is None or lease.worker_id != worker_id:
+            raise LeaseLost(run.id, worker_id)
 
     def _lease_is_live(self, run_fd: int) -> bool:
         lease = self._read_lease(run_fd)
@@ -1033,6 +1051,8 @@ class ThreadStore:
                 if not step.status.is_terminal:
                     step = _with_step_status(step, RunStepStatus.FAILED)
                     step.last_error = error
+                    if step.type == "message_creation":
+                        _name_message(step, None)  # the reply was never written
                     self._write_step(run_fd, step)
             files.remove(run_fd, LEASE)
             files.remove(run_fd, DRAFT)
@@ -1043,11 +1063,22 @@ class ThreadStore:
             return run
 
     def write_draft(
-        self, thread_id: str, run_id: str, text: str, *, message_id: str | None = None
+        self,
+        thread_id: str,
+        run_id: str,
+        text: str,
+        *,
+        message_id: str | None = None,
+        worker_id: str | None = None,
     ) -> None:
-        """Publish the text a run has produced so far, for readers to watch it grow."""
+        """Publish the text a run has produced so far, for readers to watch it grow.
+        With `worker_id`, only while that worker holds the run (else LeaseLost)."""
         body = files.encode_json({"text": text, "message_id": message_id})
         with self._reading_run(f"writing the draft of {run_id}", thread_id, run_id) as run_fd:
+            if worker_id is not None:
+                lease = self._read_lease(run_fd)
+                if lease is None or lease.worker_id != worker_id:
+                    raise LeaseLost(run_id, worker_id)
             files.write_bytes(run_fd, DRAFT, body, durable=False)
 
     def draft(self, thread_id: str, run_id: str) -> Draft | None:
@@ -1112,6 +1143,9 @@ class ThreadStore:
             self._locked_run(f"adding a step to run {run_id}", thread_id, run_id) as (_, run_fd),
             files.opened_dir(run_fd, (STEPS,), create=True) as steps_fd,
         ):
+            run = self._read_run(run_fd)
+            if run.status.is_terminal:
+                raise RunInTerminalState(run)  # an ended run gains no open step
             try:
                 files.write_record(steps_fd, f"{step.id}.json", step.to_dict(), exclusive=True)
             except FileExistsError:
@@ -1234,6 +1268,13 @@ def _ref_from_entry(name: str) -> RunRef | None:
     if is_safe_id(run_id) and is_safe_id(thread_id):
         return RunRef(run_id=run_id, thread_id=thread_id)
     return None
+
+
+def _name_message(step: RunStep, message_id: str | None) -> None:
+    step.step_details = {
+        "type": "message_creation",
+        "message_creation": {"message_id": message_id},
+    }
 
 
 def _with_step_status(step: RunStep, status: RunStepStatus) -> RunStep:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class WorkerConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         env = os.environ if env is None else env
         return cls(
-            backend=env.get("THREADSITE_BACKEND", "echo").strip().lower(),
+            backend=(env.get("THREADSITE_BACKEND") or "").strip().lower() or "echo",
             concurrency=_number(env, "THREADSITE_WORKER_CONCURRENCY", 4, int, minimum=1),
             lease_seconds=_number(env, "THREADSITE_RUN_LEASE_SECONDS", 30.0, float, minimum=1),
             run_timeout_seconds=_number(
@@ -62,6 +63,6 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: type[N], *, min
         value = kind(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, not {raw!r}.") from None
-    if value < minimum:
+    if not math.isfinite(value) or value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, not {raw!r}.")
     return value

@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from stores import Run as StoredRun
 from stores import (
+    LeaseLost,
     RunError,
     RunInTerminalState,
     RunRef,
@@ -31,6 +31,7 @@ from stores import (
     new_message,
     new_step,
 )
+from stores import Run as StoredRun
 
 from .backends import Backend, BackendError, ChatMessage, ModelRequest, ReplyStream, Usage
 from .config import WorkerConfig
@@ -210,10 +211,11 @@ class RunWorker:
                 status,
                 error,
                 partial=self._message(job, status="incomplete") if job.text else None,
+                worker_id=self.worker_id,
             )
             log.info("run %s ended %s", job.ref.run_id, status.value)
-        except RunInTerminalState:
-            pass  # the run's own thread finished first; its outcome stands
+        except (RunInTerminalState, LeaseLost):
+            pass  # the run's own thread finished first, or the run is no longer ours
         except StoreError as error:  # the thread was deleted, or the disk failed
             log.warning("could not end run %s: %s", job.ref.run_id, error)
 
@@ -273,11 +275,16 @@ class RunWorker:
     def _stream_reply(self, job: Job) -> None:
         thread_id, run_id = job.ref.thread_id, job.ref.run_id
         run = job.run
-        self.store.append_step(
-            thread_id,
-            run_id,
-            new_step(thread_id, run_id, assistant_id=run.assistant_id, message_id=job.message_id),
-        )
+        try:
+            self.store.append_step(
+                thread_id,
+                run_id,
+                new_step(
+                    thread_id, run_id, assistant_id=run.assistant_id, message_id=job.message_id
+                ),
+            )
+        except RunInTerminalState:
+            return  # cancelled between the claim and now: nothing to do
         request = self._request(run)
         stream = self.backend.start(request)
         job.stream = stream
@@ -291,8 +298,18 @@ class RunWorker:
                     return
                 job.text += delta
                 if time.monotonic() - published >= DRAFT_SECONDS:
-                    self.store.write_draft(thread_id, run_id, job.text, message_id=job.message_id)
+                    self.store.write_draft(
+                        thread_id,
+                        run_id,
+                        job.text,
+                        message_id=job.message_id,
+                        worker_id=self.worker_id,
+                    )
                     published = time.monotonic()
+        except LeaseLost:
+            log.info("run %s was taken from this worker mid-reply", run_id)
+            job.abandon()
+            return
         except BackendError as error:
             if not job.abandoned.is_set():
                 self._end(job, RunStatus.FAILED, RunError(error.code, error.message))
@@ -306,10 +323,13 @@ class RunWorker:
                 run_id,
                 self._message(job, status="completed"),
                 usage=_run_usage(usage),
+                worker_id=self.worker_id,
             )
             log.info("run %s ended %s", run_id, ended.status.value)
         except RunInTerminalState as error:
             log.info("run %s had already ended %s", run_id, error.run.status.value)
+        except LeaseLost:
+            log.info("run %s was taken from this worker before it finished", run_id)
 
     def _request(self, run: StoredRun) -> ModelRequest:
         page = self.store.latest_messages(run.thread_id, limit=self.config.context_messages)

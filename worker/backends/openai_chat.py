@@ -97,6 +97,10 @@ class OpenAIChatBackend:
                 "server_error",
                 f"{where} failed with HTTP {error.status_code}: {_short(error.message)}",
             )
+        elif isinstance(error, openai.APIError):  # an error event inside the stream
+            result = BackendError(
+                "server_error", f"{where} reported an error mid-reply: {_short(error.message)}"
+            )
         else:
             result = BackendError(
                 "server_error",
