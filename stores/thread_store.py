@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -83,7 +84,7 @@ RUNNING_DIR = "running"
 WORKERS_DIR = "workers"
 
 TRASH_PREFIX = ".trash-"
-MESSAGE_OFFSET_CACHE = 4096  # remembered (thread, message) -> log offset, for API paging
+OFFSET_CACHE_SIZE = 4096  # remembered log offsets of recent page cursors
 ORPHAN_SCAN_LIMIT = 1000  # log lines read back when ending a run that did not complete
 
 WORKER_LOST = RunError(
@@ -107,6 +108,20 @@ class CorruptRecord(StoreIOError):
         self.errno = None
 
 
+R2 = TypeVar("R2")
+
+
+@dataclass(frozen=True)
+class LogPaging(Generic[R2]):
+    """How to page one append-only log: what its lines hold and which to keep."""
+
+    scope: str  # distinguishes cursors of different logs in the offset cache
+    parse: Callable[[bytes], R2 | None]
+    id_of: Callable[[bytes], str | None]
+    keep: Callable[[R2], bool]
+    not_found: Callable[[str], StoreError]
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     """One page of a listing; pass `next_cursor` back to get the following page."""
@@ -124,7 +139,9 @@ class ThreadStore:
         except OSError as error:
             raise StoreIOError(f"opening the store at {self.root}", error) from error
         self._catalog = Catalog(self.root / STORE_DIR / JOURNAL)
-        self._message_offsets: dict[tuple[str, str], int] = {}
+        # (scope, ID) -> offset of its line in a log, so API paging resumes in place.
+        self._offsets: dict[tuple[str, str], int] = {}
+        self._offsets_lock = threading.Lock()
 
     # ------------------------------------------------------------------ journal
 
@@ -284,9 +301,13 @@ class ThreadStore:
             raise ThreadNotFound(thread_id)
         return self.root / thread_id
 
-    def create_thread(self, thread: Thread) -> Thread:
+    def create_thread(self, thread: Thread, messages: Sequence[ThreadMessage] = ()) -> Thread:
+        """Create a thread, with its first `messages` if any: it appears whole or not at
+        all (the log is written before meta.json, which makes the thread exist)."""
         if not is_safe_id(thread.id):
             raise StoreError(f"Refusing to create a thread with the unsafe ID {thread.id!r}.")
+        for message in messages:
+            self._check_message(message, thread.id)
         with (
             self._io(f"creating thread {thread.id}"),
             self._root_fd() as root_fd,
@@ -298,6 +319,13 @@ class ThreadStore:
             except Missing:  # the name is taken by a file or symlink
                 raise AlreadyExists(thread.id) from None
             try:
+                if files.is_regular_file(thread_fd, META):
+                    raise AlreadyExists(thread.id)
+                if messages:
+                    log_body = b"".join(
+                        files.encode_json(message.to_dict()) + b"\n" for message in messages
+                    )
+                    files.write_bytes(thread_fd, MESSAGES, log_body)
                 try:
                     files.write_record(thread_fd, META, thread.to_dict(), exclusive=True)
                 except FileExistsError:
@@ -442,9 +470,7 @@ class ThreadStore:
     # ----------------------------------------------------------------- messages
 
     def append_message(self, thread_id: str, msg: ThreadMessage) -> ThreadMessage:
-        self._check_owner(msg.thread_id, thread_id, "message")
-        if not is_safe_id(msg.id):
-            raise StoreError(f"Refusing to store a message with the unsafe ID {msg.id!r}.")
+        self._check_message(msg, thread_id)
         with self._locked_thread(f"appending to thread {thread_id}", thread_id) as fd:
             if msg.role == "user":
                 active = self._active_run(fd)
@@ -505,68 +531,143 @@ class ThreadStore:
     ) -> tuple[list[ThreadMessage], bool]:
         """A page in the Assistants API's terms: `order` "asc" (oldest first) or "desc";
         `after` / `before` name the message the page follows or precedes in that order.
-        Returns the messages and whether more follow. Reading starts at the cursor
-        message (found through a small cache of recent cursors), so walking a long
-        thread page by page reads each line about once."""
+        Returns the messages and whether more follow."""
+        with self._io(f"reading messages of {thread_id}"), self._thread(thread_id) as fd:
+            return self._page_log(
+                fd,
+                MESSAGES,
+                LogPaging(
+                    scope=thread_id,
+                    parse=_parse_message,
+                    id_of=_message_id,
+                    keep=lambda m: run_id is None or m.run_id == run_id,
+                    not_found=MessageNotFound,
+                ),
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
+            )
+
+    def list_threads_page(
+        self,
+        *,
+        limit: int = 20,
+        order: str = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> tuple[list[Thread], bool]:
+        """Threads a page at a time in the Assistants API's terms (see list_messages_page),
+        in creation order, read from the thread index around the cursor."""
+
+        def load(line: bytes) -> Thread | None:
+            thread_id = _index_entry(line)
+            if thread_id is None:
+                return None
+            try:
+                return self.get_thread(thread_id)
+            except ThreadNotFound:
+                return None  # deleted
+
+        with self._io("listing threads"), self._root_fd() as root_fd:
+            self._ensure_index(root_fd)
+            with files.opened_dir(root_fd, (STORE_DIR,)) as store_fd:
+                return self._page_log(
+                    store_fd,
+                    THREAD_INDEX,
+                    LogPaging(
+                        scope="",
+                        parse=load,
+                        id_of=_index_entry,
+                        keep=lambda thread: True,
+                        not_found=ThreadNotFound,
+                    ),
+                    limit=limit,
+                    order=order,
+                    after=after,
+                    before=before,
+                )
+
+    def _page_log(
+        self,
+        dir_fd: int,
+        name: str,
+        paging: LogPaging[R2],
+        *,
+        limit: int,
+        order: str,
+        after: str | None,
+        before: str | None,
+    ) -> tuple[list[R2], bool]:
+        """One page of an append-only log whose file order is oldest first. Reading
+        starts at the cursor's line (found through a small cache of recent cursors), so
+        walking a long log page by page reads each line about once."""
         if order not in {"asc", "desc"}:
             raise StoreError(f"order must be 'asc' or 'desc', not {order!r}.")
         cursor = after or before
-        # File order is oldest first: "forward" reads towards newer messages.
-        forward = (order == "asc") == (before is None)
-        found: list[ThreadMessage] = []
-        with self._io(f"reading messages of {thread_id}"), self._thread(thread_id) as fd:
-            if cursor is None:
-                lines = (
-                    files.lines_forward(fd, MESSAGES)
-                    if forward
-                    else files.lines_backward(fd, MESSAGES)
-                )
-            else:
-                offset, line = self._message_line(fd, thread_id, cursor)
-                lines = (
-                    files.lines_forward(fd, MESSAGES, offset + len(line) + 1)
-                    if forward
-                    else files.lines_backward(fd, MESSAGES, offset)
-                )
-            for offset, line in lines:
-                message = _parse_message(line)
-                if message is None or (run_id is not None and message.run_id != run_id):
-                    continue
-                if len(found) == limit:
-                    return self._in_order(found, before), True
-                found.append(message)
-                self._remember_offset(thread_id, message.id, offset)
-        return self._in_order(found, before), False
-
-    @staticmethod
-    def _in_order(found: list[ThreadMessage], before: str | None) -> list[ThreadMessage]:
+        forward = (order == "asc") == (before is None)  # forward: towards newer lines
+        if cursor is None:
+            start = 0 if forward else None
+        else:
+            offset, line = self._find_line(dir_fd, name, paging, cursor)
+            start = offset + len(line) + 1 if forward else offset
+        lines = (
+            files.lines_forward(dir_fd, name, start or 0)
+            if forward
+            else files.lines_backward(dir_fd, name, start)
+        )
+        found: list[R2] = []
+        has_more = False
+        for offset, line in lines:
+            item = paging.parse(line)
+            if item is None or not paging.keep(item):
+                continue
+            if len(found) == limit:
+                has_more = True
+                break
+            found.append(item)
+            item_id = paging.id_of(line)
+            if item_id is not None:
+                self._remember_offset(paging.scope, item_id, offset)
         # Read away from a `before` cursor, the page comes out nearest-first: turn it round.
-        return found[::-1] if before is not None else found
+        return (found[::-1] if before is not None else found), has_more
 
-    def _remember_offset(self, thread_id: str, message_id: str, offset: int) -> None:
-        cache = self._message_offsets
-        cache[(thread_id, message_id)] = offset
-        if len(cache) > MESSAGE_OFFSET_CACHE:
-            cache.pop(next(iter(cache)))
+    def _remember_offset(self, scope: str, item_id: str, offset: int) -> None:
+        with self._offsets_lock:
+            cache = self._offsets
+            cache[(scope, item_id)] = offset
+            if len(cache) > OFFSET_CACHE_SIZE:
+                del cache[next(iter(cache))]
 
-    def _message_line(self, thread_fd: int, thread_id: str, message_id: str) -> tuple[int, bytes]:
-        """(offset, line) of a message: a cached offset if the line there still holds it
-        (a rewrite moves lines), else a search from the newest end."""
-        if not is_safe_id(message_id):
-            raise MessageNotFound(message_id)
-        cached = self._message_offsets.get((thread_id, message_id))
+    def _find_line(
+        self, dir_fd: int, name: str, paging: LogPaging[Any], item_id: str
+    ) -> tuple[int, bytes]:
+        """(offset, line) of an item in a log: a cached offset if the line there still
+        holds it (a rewrite moves lines), else a search from the newest end."""
+        if not is_safe_id(item_id):
+            raise paging.not_found(item_id)
+        with self._offsets_lock:
+            cached = self._offsets.get((paging.scope, item_id))
         if cached is not None:
-            for offset, line in files.lines_forward(thread_fd, MESSAGES, cached):
-                message = _parse_message(line)
-                if message is not None and message.id == message_id:
+            for offset, line in files.lines_forward(dir_fd, name, cached):
+                if paging.id_of(line) == item_id:
                     return offset, line
                 break
-        for offset, line in files.lines_backward(thread_fd, MESSAGES):
-            message = _parse_message(line)
-            if message is not None and message.id == message_id:
-                self._remember_offset(thread_id, message_id, offset)
+        for offset, line in files.lines_backward(dir_fd, name):
+            if paging.id_of(line) == item_id:
+                self._remember_offset(paging.scope, item_id, offset)
                 return offset, line
-        raise MessageNotFound(message_id)
+        raise paging.not_found(item_id)
+
+    def _message_line(self, thread_fd: int, thread_id: str, message_id: str) -> tuple[int, bytes]:
+        paging = LogPaging(
+            scope=thread_id,
+            parse=_parse_message,
+            id_of=_message_id,
+            keep=lambda m: True,
+            not_found=MessageNotFound,
+        )
+        return self._find_line(thread_fd, MESSAGES, paging, message_id)
 
     def update_message_metadata(
         self, thread_id: str, message_id: str, metadata: dict[str, str]
@@ -603,32 +704,47 @@ class ThreadStore:
 
     # --------------------------------------------------------------------- runs
 
-    def create_run(self, thread_id: str, run: Run) -> Run:
+    def create_run(self, thread_id: str, run: Run, messages: Sequence[ThreadMessage] = ()) -> Run:
+        """Create a run; `messages` are appended to the thread first, in the same atomic
+        step, so they land only if the run is created (a busy thread refuses both)."""
         self._check_owner(run.thread_id, thread_id, "run")
         if not is_safe_id(run.id):
             raise StoreError(f"Refusing to create a run with the unsafe ID {run.id!r}.")
+        for message in messages:
+            self._check_message(message, thread_id)
         with self._locked_thread(f"creating run {run.id}", thread_id) as fd:
             if not run.status.is_terminal:
                 active = self._active_run(fd)
                 if active is not None:
                     raise ThreadBusy(thread_id, active.id)
-                # The hint goes down first: a crash after it leaves a hint naming a
-                # run that does not exist, which readers treat as no active run.
-                files.write_record(fd, ACTIVE_RUN, {"run_id": run.id}, exclusive=False)
-            with files.opened_dir(fd, (RUNS,), create=True) as runs_fd:
-                try:
-                    os.mkdir(run.id, 0o755, dir_fd=runs_fd)
-                except FileExistsError:
-                    raise AlreadyExists(run.id) from None
-                os.fsync(runs_fd)
-                if run.status is RunStatus.QUEUED:
-                    # The marker before the record: a crash between them leaves a marker
-                    # naming a missing run, which a worker drops.
-                    self._mark(QUEUE_DIR, run)
-                with files.opened_dir(runs_fd, (run.id,)) as run_fd:
-                    files.write_record(run_fd, STATUS, run.to_dict(), exclusive=True)
+            offsets = [files.append_line(fd, MESSAGES, message.to_dict()) for message in messages]
+            try:
+                self._create_run_locked(fd, run)
+            except BaseException:
+                if offsets:  # take the messages back: the run they came with was not made
+                    with suppress(OSError):
+                        files.truncate(fd, MESSAGES, offsets[0])
+                raise
             self._journal_run(run)
         return run
+
+    def _create_run_locked(self, fd: int, run: Run) -> None:
+        if not run.status.is_terminal:
+            # The hint goes down first: a crash after it leaves a hint naming a run that
+            # does not exist, which readers treat as no active run.
+            files.write_record(fd, ACTIVE_RUN, {"run_id": run.id}, exclusive=False)
+        with files.opened_dir(fd, (RUNS,), create=True) as runs_fd:
+            try:
+                os.mkdir(run.id, 0o755, dir_fd=runs_fd)
+            except FileExistsError:
+                raise AlreadyExists(run.id) from None
+            os.fsync(runs_fd)
+            if run.status is RunStatus.QUEUED:
+                # The marker before the record: a crash between them leaves a marker
+                # naming a missing run, which a worker drops.
+                self._mark(QUEUE_DIR, run)
+            with files.opened_dir(runs_fd, (run.id,)) as run_fd:
+                files.write_record(run_fd, STATUS, run.to_dict(), exclusive=True)
 
     def get_run(self, thread_id: str, run_id: str) -> Run:
         with self._reading_run(f"reading run {run_id}", thread_id, run_id) as run_fd:
@@ -1227,6 +1343,11 @@ class ThreadStore:
 
     # ------------------------------------------------------------------ helpers
 
+    def _check_message(self, message: ThreadMessage, thread_id: str) -> None:
+        self._check_owner(message.thread_id, thread_id, "message")
+        if not is_safe_id(message.id):
+            raise StoreError(f"Refusing to store a message with the unsafe ID {message.id!r}.")
+
     @staticmethod
     def _check_owner(owner: str, expected: str, record: str, what: str = "thread") -> None:
         if owner != expected:
@@ -1312,6 +1433,11 @@ def _index_entry(line: bytes) -> str | None:
         return None
     thread_id = value.get("id") if isinstance(value, dict) else None
     return thread_id if is_safe_id(thread_id) else None
+
+
+def _message_id(line: bytes) -> str | None:
+    message = _parse_message(line)
+    return message.id if message is not None else None
 
 
 def _parse_message(line: bytes) -> ThreadMessage | None:

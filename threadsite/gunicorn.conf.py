@@ -30,7 +30,11 @@ bind = [os.environ.get("THREADSITE_BIND", "").strip() or f"127.0.0.1:{_int_from_
 
 worker_class = "gthread"
 workers = _int_from_env("WEB_CONCURRENCY", 2)
-threads = _int_from_env("GUNICORN_THREADS", 8)
+threads = _int_from_env("GUNICORN_THREADS", 16)
+# The API's event streams each hold a thread for as long as their run lasts, so a process
+# serves at most half its threads' worth of them (THREADSITE_API_MAX_STREAMS overrides);
+# the other half always answers the dashboard and the rest of the API.
+raw_env = [f"THREADSITE_WEB_THREADS={threads}"]
 
 # Seconds a worker may go silent before it is restarted. With gthread, this is the
 # worker's heartbeat, not a limit on how long one request may take.

@@ -1,4 +1,4 @@
-"""The one place views get the thread store from."""
+"""The one place views get the thread store (and the API its assistants) from."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from stores import ThreadStore
+from stores import AssistantStore, ThreadStore
 
 
 def get_store() -> ThreadStore:
@@ -20,5 +20,16 @@ def _store_at(root: Path) -> ThreadStore:
     return ThreadStore(root)
 
 
+def get_assistant_store() -> AssistantStore:
+    """The assistants at settings.THREADSITE_ASSISTANTS_ROOT, beside the thread store."""
+    return _assistants_at(Path(settings.THREADSITE_ASSISTANTS_ROOT))
+
+
+@functools.cache
+def _assistants_at(root: Path) -> AssistantStore:
+    return AssistantStore(root)
+
+
 def clear_store_cache() -> None:
     _store_at.cache_clear()
+    _assistants_at.cache_clear()

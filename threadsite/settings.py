@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from threadsite import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -87,7 +89,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "thread-list"
+LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -114,6 +116,27 @@ if THREADSITE_HTTPS:
     SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 CSRF_COOKIE_HTTPONLY = True  # pages carry the token; scripts never read the cookie
 
+# ------------------------------------------------------------------- the /v1 API
+# The OpenAI-Assistants-compatible JSON API (threadsite/api; README, "The API").
+THREADSITE_ASSISTANTS_ROOT = DATA_DIR / "assistants"
+# Bearer keys: these, plus the hashed ones `manage.py apikey` keeps in the keys file.
+THREADSITE_API_KEYS = env.get_list("THREADSITE_API_KEYS", default=[])
+THREADSITE_API_KEYS_FILE = DATA_DIR / "api_keys"
+
+
+def _api_count(name: str, default: int) -> int:
+    value = env.get_str(name, default=str(default))
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise ImproperlyConfigured(f"{name} must be a whole number of at least 1, got {value!r}.")
+    return int(value)
+
+
+# Event streams one server process holds at once. By default half its threads (which
+# gunicorn.conf.py passes as THREADSITE_WEB_THREADS), so pages keep the other half.
+THREADSITE_API_MAX_STREAMS = _api_count(
+    "THREADSITE_API_MAX_STREAMS", max(1, _api_count("THREADSITE_WEB_THREADS", 8) // 2)
+)
+
 # Errors go to stderr (gunicorn's log) instead of e-mail.
 LOGGING = {
     "version": 1,
@@ -127,3 +150,4 @@ LOGGING = {
         "django.server": {"level": "ERROR"},
     },
 }
+

@@ -1,0 +1,1 @@
+"""Threadsite's OpenAI-Assistants-compatible JSON API, served at /v1."""
