@@ -24,6 +24,15 @@ def threadsite_store_root(settings, tmp_path: Path) -> Iterator[Path]:
     services.clear_store_cache()
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request: pytest.FixtureRequest) -> None:
+    """Real password hashing costs most of a second per user; tests need no strength.
+    (Skipped where pytest-django is off: the store's tests run without Django.)"""
+    if request.config.pluginmanager.hasplugin("django"):
+        settings = request.getfixturevalue("settings")
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def thread_store(threadsite_store_root: Path) -> ThreadStore:
     return services.get_store()

@@ -10,11 +10,6 @@ from stores import new_thread
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_signing_in_through_the_form_lands_on_the_page_asked_for(
     page: Page, live_server, staff_user, password, thread_store
 ):

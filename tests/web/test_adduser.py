@@ -18,11 +18,6 @@ pytestmark = pytest.mark.django_db
 GOOD_PASSWORD = "paper lantern orbit 42"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def adduser(*args: str, stdin: str | None = None) -> str:
     out = io.StringIO()
     options = {"stdout": out}

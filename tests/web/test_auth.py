@@ -7,12 +7,6 @@ from django.urls import reverse
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Real hashing costs about a second a sign-in; these tests check the flow."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_thread_list_redirects_anonymous_visitors_to_login(client):
     response = client.get("/")
 

@@ -13,11 +13,6 @@ from threadsite.dashboard.permissions import READ_ONLY_MESSAGE
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture(params=["not staff", "staff in viewers"])
 def viewer_client(request, client, django_user_model):
     if request.param == "not staff":

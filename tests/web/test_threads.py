@@ -14,13 +14,6 @@ from stores import RunStatus, new_message, new_run, new_thread
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """create_user's real hashing costs about a second a test; these tests sign in with
-    force_login and never need it."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 ROW_ID = re.compile(r"<code>(thread_[0-9a-f]+)</code>")
 
 

@@ -11,11 +11,6 @@ pytestmark = pytest.mark.django_db
 URL = "/threads/new"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def blank(rows: int = 4) -> dict[str, str]:
     data = {"rows": str(rows), "message": ""}
     for i in range(rows):

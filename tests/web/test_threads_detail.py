@@ -16,11 +16,6 @@ pytestmark = pytest.mark.django_db
 MESSAGE_ID = re.compile(r'<li class="msg role-[a-z-]+" id="(msg_[0-9a-f]+)">')
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def viewer_client(client, django_user_model):
     viewer = django_user_model.objects.create_user(username="vic", is_staff=True)

@@ -14,11 +14,6 @@ from stores import RunStatus, new_message, new_run, new_step, new_thread
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def conversation(thread_store):
     """A thread with 60 messages and two runs, the second with a step."""

@@ -17,11 +17,6 @@ MESSAGE_ID = re.compile(r'<li class="msg role-[a-z-]+" id="(msg_[0-9a-f]+)">')
 HTMX = {"HX-Request": "true"}
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def thread(thread_store):
     return thread_store.create_thread(new_thread())
