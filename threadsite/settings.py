@@ -150,4 +150,3 @@ LOGGING = {
         "django.server": {"level": "ERROR"},
     },
 }
-
