@@ -213,6 +213,16 @@ def exclusive_lock(dir_fd: int, name: str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _open_log(dir_fd: int, name: str) -> int | None:
+    """A read fd on a log, or None when there is no log (yet)."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno in _MISSING:
+            return None
+        raise
+
+
 def lines_backward(dir_fd: int, name: str, end: int | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, line) for each complete line ending at or before `end`, last first.
 
@@ -220,12 +230,9 @@ def lines_backward(dir_fd: int, name: str, end: int | None = None) -> Iterator[t
     proportional to N, not to the file. A trailing fragment with no newline (a write in
     flight, or a torn tail) is not a complete line and is left out.
     """
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as error:
-        if error.errno in _MISSING:
-            return
-        raise
+    fd = _open_log(dir_fd, name)
+    if fd is None:
+        return
     try:
         size = os.fstat(fd).st_size
         position = size if end is None else min(end, size)
@@ -290,12 +297,9 @@ def truncate(dir_fd: int, name: str, size: int) -> None:
 def lines_forward(dir_fd: int, name: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, line) for each complete line starting at or after `start`, in order.
     A trailing fragment with no newline is left out."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError as error:
-        if error.errno in _MISSING:
-            return
-        raise
+    fd = _open_log(dir_fd, name)
+    if fd is None:
+        return
     try:
         position = start
         buffer = b""
