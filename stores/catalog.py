@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from .records import RunStatus
 JOURNAL = "journal.jsonl"
 
 
-@dataclass
+@dataclass(slots=True)
 class RunSummary:
     run_id: str
     thread_id: str
@@ -40,12 +41,40 @@ class RunSummary:
     ended_at: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ThreadSummary:
     thread_id: str
     created_at: int
     metadata: dict[str, str] = field(default_factory=dict)
     latest_run: RunSummary | None = None
+
+
+Pair = tuple[str, str]
+_NO_PAIRS: tuple[Pair, ...] = ()
+
+
+class _Threads(Mapping[str, ThreadSummary]):
+    """The catalog's threads, as ThreadSummary objects made on demand: the catalog
+    keeps, per thread, only a (created_at, metadata pairs) tuple, whose pairs are the
+    metadata index's own keys. A store of 100,000 threads then holds a few dozen bytes
+    per thread besides its ID, and nothing the garbage collector has to walk."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __getitem__(self, thread_id: str) -> ThreadSummary:
+        created_at, pairs = self._catalog._threads[thread_id]
+        latest = self._catalog._latest.get(thread_id)
+        return ThreadSummary(thread_id, created_at, dict(pairs), latest)
+
+    def __contains__(self, thread_id: object) -> bool:
+        return thread_id in self._catalog._threads
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._catalog._threads)
+
+    def __len__(self) -> int:
+        return len(self._catalog._threads)
 
 
 @dataclass(frozen=True)
@@ -98,13 +127,27 @@ class Catalog:
     def __init__(self, journal: Path) -> None:
         self.journal = journal
         self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        """Forget everything replayed. The lock stays: a refresh that replaced it while
+        holding it would let the next refresh in beside it, both replaying at once, the
+        offset overshooting the journal's size, and every refresh after that replaying
+        the journal from the start again."""
         self._offset = 0
         self._identity: tuple[int, int] | None = None
         self.runs: dict[str, RunSummary] = {}
-        self.threads: dict[str, ThreadSummary] = {}
+        # thread ID -> (created_at, metadata pairs); the latest run of threads that have one.
+        self._threads: dict[str, tuple[int, tuple[Pair, ...]]] = {}
+        self._latest: dict[str, RunSummary] = {}
+        self.threads: Mapping[str, ThreadSummary] = _Threads(self)
         self._runs_by_status: dict[str, set[str]] = {status.value: set() for status in RunStatus}
         self._ended_by_hour: Counter[tuple[int, str]] = Counter()
-        self._metadata_index: dict[tuple[str, str], set[str]] = {}
+        # (key, value) -> the one thread ID that has it, or a set of them: most pairs
+        # (ticket numbers, e-mail addresses) belong to one thread, and a set costs ten
+        # times a reference.
+        self._metadata_index: dict[Pair, str | set[str]] = {}
+        self._shared: dict[Pair, Pair] = {}  # one tuple for each pair that threads share
         self._latest_status_index: dict[str, set[str]] = {}
 
     # ----------------------------------------------------------------- refresh
@@ -124,15 +167,17 @@ class Catalog:
                 return
             with open(self.journal, "rb") as handle:
                 handle.seek(self._offset)
-                data = handle.read(st.st_size - self._offset)
-            end = data.rfind(b"\n") + 1  # a line still being written waits for next time
-            for line in data[:end].split(b"\n"):
-                if line:
-                    self._apply(line)
-            self._offset += end
+                # Line by line (buffered), so that replaying a big journal never holds
+                # all of it in memory at once.
+                for line in handle:
+                    if not line.endswith(b"\n"):
+                        break  # a line still being written waits for next time
+                    self._offset += len(line)
+                    if line != b"\n":
+                        self._apply(line)
 
     def _reset(self) -> None:
-        self.__init__(self.journal)  # type: ignore[misc]
+        self._clear()
 
     def _apply(self, line: bytes) -> None:
         try:
@@ -151,14 +196,48 @@ class Catalog:
         thread_id = event["id"]
         if not is_safe_id(thread_id):
             return
-        thread = self.threads.get(thread_id)
-        if thread is None:
-            thread = self.threads[thread_id] = ThreadSummary(thread_id, int(event["created_at"]))
-        for pair in thread.metadata.items():
-            self._metadata_index.get(pair, set()).discard(thread_id)
-        thread.metadata = {str(k): str(v) for k, v in dict(event.get("metadata") or {}).items()}
-        for pair in thread.metadata.items():
-            self._metadata_index.setdefault(pair, set()).add(thread_id)
+        known = self._threads.get(thread_id)
+        if known is None:
+            created_at, old_pairs = int(event["created_at"]), _NO_PAIRS
+        else:
+            created_at, old_pairs = known
+        for pair in old_pairs:
+            self._index_discard(pair, thread_id)
+        pairs = tuple(
+            self._index_add((sys.intern(str(k)), str(v)), thread_id)
+            for k, v in dict(event.get("metadata") or {}).items()
+        )
+        self._threads[thread_id] = (created_at, pairs or _NO_PAIRS)
+
+    def _index_add(self, pair: Pair, thread_id: str) -> Pair:
+        """Index `thread_id` under `pair`; returns the index's own copy of the pair, so
+        that every thread with it shares one tuple."""
+        index = self._metadata_index
+        found = index.get(pair)
+        if found is None:
+            index[pair] = thread_id
+            return pair
+        if isinstance(found, str):
+            if found == thread_id:
+                return pair
+            index[pair] = {found, thread_id}
+        else:
+            found.add(thread_id)
+        return self._shared.setdefault(pair, pair)
+
+    def _index_discard(self, pair: Pair, thread_id: str) -> None:
+        index = self._metadata_index
+        found = index.get(pair)
+        if found is None:
+            return
+        if isinstance(found, str):
+            if found == thread_id:
+                del index[pair]
+            return
+        found.discard(thread_id)
+        if len(found) == 1:
+            index[pair] = next(iter(found))
+            self._shared.pop(pair, None)
 
     def _apply_run(self, event: dict[str, Any]) -> None:
         status = RunStatus(event["status"])
@@ -184,24 +263,24 @@ class Catalog:
         run.ended_at = at if status.is_terminal else None
         if run.ended_at is not None:
             self._ended_by_hour[(_hour(run.ended_at), status.value)] += 1
-        thread = self.threads.get(run.thread_id)
-        if thread is None:
-            thread = self.threads[run.thread_id] = ThreadSummary(run.thread_id, run.created_at)
-        latest = thread.latest_run
+        if run.thread_id not in self._threads:
+            self._threads[run.thread_id] = (run.created_at, _NO_PAIRS)
+        latest = self._latest.get(run.thread_id)
         if latest is None or (run.created_at, run.run_id) >= (latest.created_at, latest.run_id):
             if latest is not None:
                 self._latest_status_index.get(latest.status.value, set()).discard(run.thread_id)
-            thread.latest_run = run
+            self._latest[run.thread_id] = run
             self._latest_status_index.setdefault(status.value, set()).add(run.thread_id)
 
     def _forget_thread(self, thread_id: str) -> None:
-        thread = self.threads.pop(thread_id, None)
-        if thread is None:
+        known = self._threads.pop(thread_id, None)
+        if known is None:
             return
-        for pair in thread.metadata.items():
-            self._metadata_index.get(pair, set()).discard(thread_id)
-        if thread.latest_run is not None:
-            self._latest_status_index.get(thread.latest_run.status.value, set()).discard(thread_id)
+        for pair in known[1]:
+            self._index_discard(pair, thread_id)
+        latest = self._latest.pop(thread_id, None)
+        if latest is not None:
+            self._latest_status_index.get(latest.status.value, set()).discard(thread_id)
         for run_id in [r.run_id for r in self.runs.values() if r.thread_id == thread_id]:
             run = self.runs.pop(run_id)
             self._runs_by_status[run.status.value].discard(run_id)
@@ -222,17 +301,19 @@ class Catalog:
 
     def threads_with_metadata(self, key: str, value: str) -> list[str]:
         """IDs of threads whose metadata has key=value, newest first."""
-        ids = self._metadata_index.get((key, value), set())
-        return self._newest_first(ids)
+        found = self._metadata_index.get((key, value), ())
+        return self._newest_first((found,) if isinstance(found, str) else found)
 
     def threads_with_latest_status(self, status: str) -> list[str]:
         """IDs of threads whose latest run has `status`, newest first."""
         return self._newest_first(self._latest_status_index.get(status, set()))
 
     def _newest_first(self, ids: Iterable[str]) -> list[str]:
+        threads = self._threads
+
         def key(thread_id: str) -> tuple[int, str]:
-            thread = self.threads.get(thread_id)
-            return (thread.created_at if thread else 0, thread_id)
+            known = threads.get(thread_id)
+            return (known[0] if known else 0, thread_id)
 
         return sorted(ids, key=key, reverse=True)
 

@@ -48,6 +48,14 @@ def open_dir(parent_fd: int, names: tuple[str, ...], *, create: bool = False) ->
     Raises Missing(depth) naming the first absent component; with `create`, absent
     directories are made (and their parents fsynced) instead.
     """
+    if len(names) == 1 and not create:
+        # The common case, one component: no dup, one open.
+        try:
+            return os.open(names[0], _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as error:
+            if error.errno in _MISSING:
+                raise Missing(0) from None
+            raise
     fd = os.dup(parent_fd)
     try:
         for depth, name in enumerate(names):
@@ -178,7 +186,12 @@ def append_line(dir_fd: int, name: str, value: dict[str, Any]) -> int:
     itself. On failure the file is cut back to its old length: nothing half-written is
     left to be read as acknowledged.
     """
-    line = encode_json(value) + b"\n"
+    return append_encoded_line(dir_fd, name, encode_json(value) + b"\n")
+
+
+def append_encoded_line(dir_fd: int, name: str, line: bytes) -> int:
+    """append_line for a line already encoded (ending with a newline), so that callers
+    can encode before taking a lock."""
     fd = os.open(
         name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
         dir_fd=dir_fd,

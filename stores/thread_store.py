@@ -214,33 +214,25 @@ class ThreadStore:
             os.close(fd)
 
     @contextmanager
-    def _open(
-        self,
-        names: tuple[str, ...],
-        not_found: Callable[[int], StoreError],
-        *,
-        create: bool = False,
-    ) -> Iterator[int]:
-        """The directory root/names as an fd; a missing component raises not_found(depth)."""
-        with self._root_fd() as root_fd:
-            try:
-                fd = files.open_dir(root_fd, names, create=create)
-            except Missing as missing:
-                raise not_found(missing.depth) from None
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-    @contextmanager
     def _thread(self, thread_id: str) -> Iterator[int]:
-        """The thread's directory fd; ThreadNotFound unless it holds a meta.json."""
+        """The thread's directory fd; ThreadNotFound unless it holds a meta.json.
+        (Every read and write starts here, so it opens what it needs directly, without
+        the nested helpers: two system calls and two context managers fewer.)"""
         if not is_safe_id(thread_id):
             raise ThreadNotFound(thread_id)
-        with self._open((thread_id,), lambda _: ThreadNotFound(thread_id)) as fd:
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = files.open_dir(root_fd, (thread_id,))
+        except Missing:
+            raise ThreadNotFound(thread_id) from None
+        finally:
+            os.close(root_fd)
+        try:
             if not files.is_regular_file(fd, META):
                 raise ThreadNotFound(thread_id)
             yield fd
+        finally:
+            os.close(fd)
 
     @contextmanager
     def _run_dir(self, thread_fd: int, run_id: str) -> Iterator[int]:
@@ -258,14 +250,13 @@ class ThreadStore:
             os.close(fd)
 
     @contextmanager
-    def _thread_locked(self, thread_fd: int) -> Iterator[None]:
-        with files.exclusive_lock(thread_fd, THREAD_LOCK):
-            yield
-
-    @contextmanager
     def _locked_thread(self, action: str, thread_id: str) -> Iterator[int]:
         """The thread's directory fd, held under its write lock."""
-        with self._io(action), self._thread(thread_id) as fd, self._thread_locked(fd):
+        with (
+            self._io(action),
+            self._thread(thread_id) as fd,
+            files.exclusive_lock(fd, THREAD_LOCK),
+        ):
             yield fd
 
     @contextmanager
@@ -471,12 +462,13 @@ class ThreadStore:
 
     def append_message(self, thread_id: str, msg: ThreadMessage) -> ThreadMessage:
         self._check_message(msg, thread_id)
+        line = files.encode_json(msg.to_dict()) + b"\n"  # before the lock: less time held
         with self._locked_thread(f"appending to thread {thread_id}", thread_id) as fd:
             if msg.role == "user":
                 active = self._active_run(fd)
                 if active is not None:
                     raise ThreadBusy(thread_id, active.id)
-            files.append_line(fd, MESSAGES, msg.to_dict())
+            files.append_encoded_line(fd, MESSAGES, line)
         return msg
 
     def list_messages(self, thread_id: str) -> list[ThreadMessage]:
