@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
+from django.template.loader import get_template
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -22,9 +23,10 @@ from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect
 
 from stores import Run, RunInTerminalState, RunStatus, RunStep, ThreadBusy, ThreadStore, new_run
 from threadsite.services import get_store
+from threadsite.templatetags.dashboard import duration, status_class, utc, utc_iso
 
 from .http import HtmxHttpRequest
-from .permissions import writer_required
+from .permissions import can_write, writer_required
 from .runs_forms import StartRunForm
 
 # A cancel request is accepted in these states; `cancelling` is already on its way.
@@ -59,6 +61,25 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Moment:
+    """A time as the page shows it: machine-readable for <time datetime>, and for people."""
+
+    iso: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One row of the steps table, formatted once in Python: the run page is polled every
+    second by every open tab, and each filter call in its template costs more than this."""
+
+    step: RunStep
+    status_class: str
+    created: Moment | None
+    ended: Moment | None
+
+
+@dataclass(frozen=True)
 class RunPage:
     run: Run
     steps: list[RunStep]
@@ -71,6 +92,13 @@ class RunPage:
     # Seconds between started and ended (or now, while it runs).
     elapsed: float | None
     no_worker_alive: bool
+    # The same facts, formatted for the live block.
+    status_class: str = ""
+    started: Moment | None = None
+    ended: Moment | None = None
+    waited_text: str = ""
+    elapsed_text: str = ""
+    step_rows: tuple[StepRow, ...] = ()
 
 
 # --------------------------------------------------------------------------- views
@@ -107,7 +135,7 @@ def run_create(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def run_detail(request: HtmxHttpRequest, thread_id: str, run_id: str) -> TemplateResponse:
+def run_detail(request: HtmxHttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     store = get_store()
     run = store.get_run(thread_id, run_id)
     return _run_response(request, store, run, notice=None)
@@ -159,12 +187,25 @@ def _start_form_response(
 
 def _run_response(
     request: HtmxHttpRequest, store: ThreadStore, run: Run, *, notice: str | None
-) -> TemplateResponse:
+) -> HttpResponse:
     page = run_page(store, run)
-    context = {"page": page, "run": run, "notice": notice}
+    ids = {"thread_id": run.thread_id, "run_id": run.id}
+    context = {
+        "page": page,
+        "run": run,
+        "notice": notice,
+        "poll_url": reverse("run-detail", kwargs=ids),
+        "cancel_url": reverse("run-cancel", kwargs=ids),
+    }
     if request.htmx:
-        status = HTMX_STOP_POLLING if page.is_terminal else 200
-        return TemplateResponse(request, "runs/detail.html#live", context, status=status)
+        # Every open run page asks for this every second, so it is rendered with a plain
+        # context: no context processors (the role is looked up only when the cancel
+        # button may show) and no CSRF token, which would re-send the CSRF cookie with
+        # every poll. htmx sends the page's token as a header (<body hx-headers>), so the
+        # cancel form works without one; the full page below keeps it for no-JS use.
+        context["can_write"] = page.can_cancel and can_write(request.user)
+        body = get_template("runs/detail.html#live").render(context)
+        return HttpResponse(body, status=HTMX_STOP_POLLING if page.is_terminal else 200)
     return TemplateResponse(request, "runs/detail.html", context)
 
 
@@ -209,7 +250,24 @@ def run_page(store: ThreadStore, run: Run, *, now: float | None = None) -> RunPa
         waited=waited,
         elapsed=elapsed,
         no_worker_alive=no_worker_alive,
+        status_class=status_class(run.status),
+        started=_moment(started),
+        ended=_moment(ended),
+        waited_text=duration(waited) if waited is not None else "",
+        elapsed_text=duration(elapsed) if elapsed is not None else "",
+        step_rows=tuple(_step_row(step) for step in steps),
     )
+
+
+def _moment(value: float | None) -> Moment | None:
+    if not value:
+        return None
+    return Moment(utc_iso(value), utc(value, "seconds"))
+
+
+def _step_row(step: RunStep) -> StepRow:
+    ended = step.completed_at or step.failed_at or step.cancelled_at or step.expired_at
+    return StepRow(step, status_class(step.status), _moment(step.created_at), _moment(ended))
 
 
 def _final_reply(store: ThreadStore, run: Run, steps: list[RunStep]) -> Reply:
