@@ -317,13 +317,16 @@ class ThreadStore:
                         files.encode_json(message.to_dict()) + b"\n" for message in messages
                     )
                     files.write_bytes(thread_fd, MESSAGES, log_body)
+                # Indexed before it exists: an entry for a thread whose creation then
+                # failed is skipped by listings, while a thread never indexed would be
+                # missing from them.
+                files.append_line(store_fd, THREAD_INDEX, {"id": thread.id})
                 try:
                     files.write_record(thread_fd, META, thread.to_dict(), exclusive=True)
                 except FileExistsError:
                     raise AlreadyExists(thread.id) from None
             finally:
                 os.close(thread_fd)
-            files.append_line(store_fd, THREAD_INDEX, {"id": thread.id})
         self._journal(thread_event(thread.id, thread.created_at, thread.metadata))
         return thread
 
@@ -836,6 +839,8 @@ class ThreadStore:
             if run.status.is_terminal and not force:
                 raise RunInTerminalState(run)
             run = _with_status(run, status, error)
+            if status is RunStatus.QUEUED:
+                self._mark(QUEUE_DIR, run)  # queued again: a worker must see it
             self._write_run(run_fd, run)
             return run
 

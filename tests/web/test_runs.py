@@ -164,7 +164,7 @@ def test_bad_input_is_shown_on_the_form_without_javascript(
 ):
     response = staff_client.post(create_url(thread.id), data)
 
-    assert response.status_code == 200
+    assert response.status_code == 400
     page = html(response)
     assert "<h1>Start a run</h1>" in page
     assert error in page

@@ -64,7 +64,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise bad_request(
             "We could not parse the JSON body of your request. Send a JSON object."
         ) from None

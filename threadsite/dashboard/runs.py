@@ -182,7 +182,7 @@ def _start_form_response(
         response["HX-Retarget"] = "closest form"
         response["HX-Reswap"] = "outerHTML"
         return response
-    return TemplateResponse(request, "runs/start.html", context)
+    return TemplateResponse(request, "runs/start.html", context, status=400)
 
 
 def _run_response(
