@@ -9,13 +9,15 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help run test lint format chromium
+.PHONY: help run test lint format chromium torture bench
 
 help:
 	@echo "make run [PORT=8000]  serve Threadsite on 127.0.0.1 (Ctrl-C stops it)"
 	@echo "make test             run the whole test suite, browser tests included"
+	@echo "make torture          the reliability suites with far larger counts (500 kills; slow)"
 	@echo "make lint             ruff check and ruff format --check"
 	@echo "make format           apply ruff's fixes and formatting"
+	@echo "make bench            measure the performance targets (docs/performance.md; ~4 min)"
 
 # The virtualenv, and one stamp per requirements set: pip runs again only when a
 # requirements file is newer than its stamp.
@@ -54,6 +56,11 @@ chromium:
 test: $(VENV)/.installed-dev chromium
 	DJANGO_ALLOW_ASYNC_UNSAFE=true $(BIN)/pytest
 
+# The reliability suites (docs/reliability.md) with the counts raised: 500 kills under
+# load, many more model-based store sequences. Figures go to test-results/.
+torture: $(VENV)/.installed-dev
+	THREADSITE_TORTURE=1 DJANGO_ALLOW_ASYNC_UNSAFE=true $(BIN)/pytest tests/reliability -m "not browser"
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -61,3 +68,8 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Builds its own stores (100,000 threads) and servers in temporary directories, installs
+# Debian's wrk when missing (as root), prints the table; exits 1 when a target is missed.
+bench: $(VENV)/.installed-runtime
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

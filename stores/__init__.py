@@ -23,6 +23,7 @@ from .errors import (
 )
 from .ids import is_safe_id, new_id
 from .integrity import IntegrityReport, Problem
+from .preflight import check_store_directory
 from .records import (
     Draft,
     Lease,
@@ -81,6 +82,7 @@ __all__ = [
     "ThreadSummary",
     "WORKER_LOST",
     "WorkerHeartbeat",
+    "check_store_directory",
     "is_safe_id",
     "new_assistant",
     "new_id",

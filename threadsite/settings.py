@@ -77,6 +77,10 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DATA_DIR / "auth.sqlite3",
+        # Keep each server thread's connection instead of opening one per request (a
+        # polled run page asks every second); checked before reuse.
+        "CONN_MAX_AGE": None,
+        "CONN_HEALTH_CHECKS": True,
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -150,3 +154,27 @@ LOGGING = {
         "django.server": {"level": "ERROR"},
     },
 }
+
+# ------------------------------------------- security headers and sign-in limits
+# (threadsite/security.py; README, "Operating Threadsite")
+# A Content-Security-Policy on every response, static files included (hence before
+# WhiteNoise); a limit on sign-in attempts, counted in files under the data directory so
+# that all server processes share one count.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "threadsite.security.ContentSecurityPolicyMiddleware",
+)
+MIDDLEWARE.append("threadsite.security.LoginRateLimitMiddleware")
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "login_attempts": {
+        "BACKEND": "threadsite.security.LoginAttemptsCache",  # Django's file-based cache
+        "LOCATION": DATA_DIR / "login-attempts",
+    },
+}
+THREADSITE_LOGIN_MAX_ATTEMPTS = 5  # sign-ins that do not succeed, per username and address
+THREADSITE_LOGIN_WINDOW_SECONDS = 15 * 60

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from stores import StoreError
+from stores import StoreError, check_store_directory
 from threadsite.services import get_store
 from worker import ConfigurationError, RunWorker, WorkerConfig, make_backend
 
@@ -37,6 +37,7 @@ class Command(BaseCommand):
                 config = WorkerConfig(**{**config.__dict__, "concurrency": concurrency})
             backend = make_backend(config)
             store = get_store()
+            check_store_directory(store.root)  # writable, and its locks hold
         except (ConfigurationError, StoreError) as error:
             raise CommandError(f"The run worker cannot start: {error}") from None
 
