@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,32 @@ def threadsite_store_root(settings, tmp_path: Path) -> Iterator[Path]:
     services.clear_store_cache()
     yield root
     services.clear_store_cache()
+
+
+@pytest.fixture
+def time_limit_seconds() -> float | None:
+    """Seconds one test may take before it fails; a folder's conftest sets its own."""
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _bounded_time(time_limit_seconds: float | None) -> Iterator[None]:
+    """Fail a test that runs past its limit (a hang, a lost signal) instead of stalling
+    the suite. SIGALRM reaches only the main thread, so other threads are left alone."""
+    if time_limit_seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"test exceeded {time_limit_seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, time_limit_seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(autouse=True)

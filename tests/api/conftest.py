@@ -8,10 +8,8 @@ of stalling the suite; both processes are stopped at teardown.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,24 +36,9 @@ from threadsite import services  # noqa: E402
 TEST_TIMEOUT_SECONDS = 30
 
 
-@pytest.fixture(autouse=True)
-def _bounded_time() -> Iterator[None]:
-    """Fail a test that runs longer than TEST_TIMEOUT_SECONDS: the client's polling
-    helpers have no overall limit of their own."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_SECONDS} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT_SECONDS)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+@pytest.fixture
+def time_limit_seconds() -> float:
+    return TEST_TIMEOUT_SECONDS
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,22 +23,9 @@ from stores import ThreadStore  # noqa: E402
 TEST_TIMEOUT_SECONDS = 120
 
 
-@pytest.fixture(autouse=True)
-def _bounded_time() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_SECONDS} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT_SECONDS)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+@pytest.fixture
+def time_limit_seconds() -> float:
+    return TEST_TIMEOUT_SECONDS
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ test has a hard time limit, so a hang fails a test instead of stalling the suite
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,23 +37,9 @@ from stores import Run, ThreadStore, new_message, new_run, new_thread  # noqa: E
 TEST_TIMEOUT_SECONDS = 60  # no single test may take longer than this
 
 
-@pytest.fixture(autouse=True)
-def _bounded_time() -> Iterator[None]:
-    """Fail a test that runs longer than TEST_TIMEOUT_SECONDS (a hang, a lost signal)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_SECONDS} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT_SECONDS)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+@pytest.fixture
+def time_limit_seconds() -> float:
+    return TEST_TIMEOUT_SECONDS
 
 
 @pytest.fixture(name="wait_until")
