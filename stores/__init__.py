@@ -43,7 +43,14 @@ from .records import (
     new_thread,
     text_content,
 )
-from .thread_store import WORKER_LOST, CorruptRecord, InvalidCursor, Page, ThreadStore
+from .thread_store import (
+    WORKER_LOST,
+    CorruptRecord,
+    InvalidCursor,
+    Page,
+    ThreadStore,
+    worker_is_alive,
+)
 
 __all__ = [
     "AlreadyExists",
@@ -91,4 +98,5 @@ __all__ = [
     "new_step",
     "new_thread",
     "text_content",
+    "worker_is_alive",
 ]

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 TEMP_FILE_GRACE_SECONDS = 60.0
 # A worker that wrote a heartbeat this recently is alive (workers write one every 2 s),
 # unless it ran on this host and its process is gone.
-WORKER_ALIVE_SECONDS = 10.0
 # A queued run waiting this long while no worker is alive is worth a note.
 WAITING_NOTE_SECONDS = 180.0
 # Records changed this recently may not have reached the journal yet (it is appended
@@ -181,32 +179,11 @@ def check_store(store: ThreadStore, *, full: bool = False) -> IntegrityReport:
 
 
 def live_workers(store: ThreadStore, *, now: float | None = None) -> set[str]:
-    """IDs of the run workers that are alive: a recent heartbeat, and, for a worker on
-    this host, a process that still exists."""
-    now = time.time() if now is None else now
-    host = socket.gethostname()
-    alive = set()
+    """IDs of the run workers that are alive (ThreadStore.live_workers)."""
     try:
-        beats = store.heartbeats()
+        return {beat.worker_id for beat in store.live_workers(now=now)}
     except StoreError:
-        return alive
-    for beat in beats:
-        if now - beat.seen_at > WORKER_ALIVE_SECONDS:
-            continue
-        if beat.host == host and beat.pid > 0 and not _process_exists(beat.pid):
-            continue
-        alive.add(beat.worker_id)
-    return alive
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: it exists
-    return True
+        return set()
 
 
 def _read_lease(path: Path) -> Lease | None:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -85,6 +86,7 @@ WORKERS_DIR = "workers"
 
 TRASH_PREFIX = ".trash-"
 OFFSET_CACHE_SIZE = 4096  # remembered log offsets of recent page cursors
+WORKER_ALIVE_SECONDS = 10.0  # a heartbeat older than this belongs to a dead worker
 ORPHAN_SCAN_LIMIT = 1000  # log lines read back when ending a run that did not complete
 
 WORKER_LOST = RunError(
@@ -1238,6 +1240,11 @@ class ThreadStore:
                     continue
         return sorted(found, key=lambda beat: beat.seen_at, reverse=True)
 
+    def live_workers(self, *, now: float | None = None) -> list[WorkerHeartbeat]:
+        """The run workers that are alive, most recent first (see worker_is_alive)."""
+        now = time.time() if now is None else now
+        return [beat for beat in self.heartbeats() if worker_is_alive(beat, now)]
+
     # -------------------------------------------------------------------- steps
 
     def steps_dir(self, thread_id: str, run_id: str) -> Path:
@@ -1386,6 +1393,21 @@ def _ref_from_entry(name: str) -> RunRef | None:
     if is_safe_id(run_id) and is_safe_id(thread_id):
         return RunRef(run_id=run_id, thread_id=thread_id)
     return None
+
+
+def worker_is_alive(beat: WorkerHeartbeat, now: float) -> bool:
+    """A worker lives if its heartbeat is recent (workers write one every 2 s) and, when
+    it runs on this host, its process still exists (a killed worker is seen at once)."""
+    if now - beat.seen_at > WORKER_ALIVE_SECONDS:
+        return False
+    if beat.host == socket.gethostname() and beat.pid > 0:
+        try:
+            os.kill(beat.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: it exists
+    return True
 
 
 def _name_message(step: RunStep, message_id: str | None) -> None:

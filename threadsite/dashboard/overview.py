@@ -22,12 +22,12 @@ from stores import (
     ThreadNotFound,
     ThreadStore,
     WorkerHeartbeat,
+    worker_is_alive,
 )
 from threadsite.services import get_store
 
 from .charts import HourlyChart, runs_per_hour_chart
 from .http import HtmxHttpRequest
-from .runs import WORKER_ALIVE_SECONDS
 
 # The order the counts are shown in: what is happening now, then how runs ended.
 STATUS_ORDER = [
@@ -132,7 +132,7 @@ def build_overview(store: ThreadStore, *, now: float | None = None) -> Overview:
 
 def _workers(store: ThreadStore, now: float) -> Workers:
     beats = store.heartbeats()  # most recent first
-    alive = [beat for beat in beats if now - beat.seen_at <= WORKER_ALIVE_SECONDS]
+    alive = [beat for beat in beats if worker_is_alive(beat, now)]
     return Workers(alive=alive, last_seen=beats[0] if beats else None, queued=store.queued_count())
 
 

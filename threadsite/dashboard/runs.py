@@ -35,8 +35,6 @@ CANCELLABLE = frozenset({RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.REQU
 # newest (the reply is appended when the run ends, so it is normally among the last).
 REPLY_SEARCH_LIMIT = 1000
 REPLY_PAGE = 50
-# A worker that wrote a heartbeat this recently is alive (workers write one every 2 s).
-WORKER_ALIVE_SECONDS = 10.0
 
 STATUS_EXPLANATIONS = {
     RunStatus.QUEUED: "Waiting for a run worker to pick it up.",
@@ -237,9 +235,7 @@ def run_page(store: ThreadStore, run: Run, *, now: float | None = None) -> RunPa
         elapsed = now - started
     no_worker_alive = False
     if run.status is RunStatus.QUEUED:
-        no_worker_alive = not any(
-            now - beat.seen_at <= WORKER_ALIVE_SECONDS for beat in store.heartbeats()
-        )
+        no_worker_alive = not store.live_workers(now=now)
     return RunPage(
         run=run,
         steps=steps,
