@@ -556,3 +556,12 @@ class Draft:
 
     text: str
     message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything a run page shows about a run, read together (ThreadStore.run_view)."""
+
+    run: Run
+    steps: list[RunStep]
+    draft: Draft | None

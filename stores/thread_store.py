@@ -59,6 +59,7 @@ from .records import (
     RunStep,
     RunStepStatus,
     RunUsage,
+    RunView,
     Thread,
     ThreadMessage,
     WorkerHeartbeat,
@@ -1199,14 +1200,39 @@ class ThreadStore:
     def draft(self, thread_id: str, run_id: str) -> Draft | None:
         """What a running run has produced so far, or None."""
         with self._reading_run(f"reading the draft of {run_id}", thread_id, run_id) as run_fd:
-            try:
-                data = files.read_json(run_fd, DRAFT)
-            except (Missing, BadRecord):
-                return None
+            return self._read_draft(run_fd)
+
+    def _read_draft(self, run_fd: int) -> Draft | None:
+        """The run's draft, or None when it has none or it does not parse."""
+        try:
+            data = files.read_json(run_fd, DRAFT)
+        except (Missing, BadRecord):
+            return None
         text, message_id = data.get("text"), data.get("message_id")
         if not isinstance(text, str):
             return None
         return Draft(text, message_id if is_safe_id(message_id) else None)
+
+    def run_view(self, thread_id: str, run_id: str) -> RunView:
+        """The run, its steps and its draft, for a page that polls a live run: one walk
+        to the run's directory instead of one per get_run, list_steps and draft.
+
+        The order matters: the run record is read first, then the steps, then the
+        draft. Ending a run closes its open steps before it writes the run's terminal
+        status (the commit point), and an ended run gains no step, so when the record
+        read here says the run has ended, the steps read after it are final too. (Read
+        the other way round, a run that ended between the two reads could show as ended
+        with a step still open.) The draft is read only while the run is neither queued
+        (a queued run has none) nor terminal (ending a run removes it); otherwise None.
+
+        Raises ThreadNotFound or RunNotFound like get_run, for unknown or unsafe IDs.
+        """
+        with self._reading_run(f"reading run {run_id}", thread_id, run_id) as run_fd:
+            run = self._read_run(run_fd)
+            steps = self._read_steps(run_fd)
+            live = not run.status.is_terminal and run.status is not RunStatus.QUEUED
+            draft = self._read_draft(run_fd) if live else None
+        return RunView(run=run, steps=steps, draft=draft)
 
     def read_draft(self, thread_id: str, run_id: str) -> str | None:
         """The text a running run has produced so far, or None."""
