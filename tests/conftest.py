@@ -61,6 +61,26 @@ def fast_password_hashing(request: pytest.FixtureRequest) -> None:
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def process_caches(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """Each test starts with this process's caches empty: its own session files and
+    account generation file, and no users cached from an earlier test."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield
+        return
+    from threadsite import auth_cache
+
+    settings = request.getfixturevalue("settings")
+    settings.THREADSITE_AUTH_GENERATION_FILE = tmp_path / "auth-generation"
+    settings.CACHES = {
+        **settings.CACHES,
+        "sessions": {**settings.CACHES["sessions"], "LOCATION": tmp_path / "sessions"},
+    }
+    auth_cache.forget_all()
+    yield
+    auth_cache.forget_all()
+
+
 @pytest.fixture
 def thread_store(threadsite_store_root: Path) -> ThreadStore:
     return services.get_store()

@@ -44,7 +44,8 @@ keepalive = 5
 
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# %(p)s, the worker's process ID, tells which of the processes answered.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %(p)s'
 
 # No gunicornc control socket: its default path is per user, not per site, so two
 # instances (a test server beside `make run`) would take it from each other.

@@ -33,8 +33,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache
-from django.core.cache.backends.filebased import FileBasedCache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -63,15 +61,6 @@ class ContentSecurityPolicyMiddleware:
 
 
 # ---------------------------------------------------------------- sign-in attempts
-
-
-class LoginAttemptsCache(FileBasedCache):
-    """Django's file-based cache, making its directory at the first write instead of at
-    startup, so that commands that sign nobody in (a run worker, a check) do not need it."""
-
-    def __init__(self, dir: str, params: dict[str, Any]) -> None:
-        BaseCache.__init__(self, params)
-        self._dir = os.path.abspath(dir)
 
 
 def attempts_key(username: str, address: str) -> str:

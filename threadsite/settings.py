@@ -92,6 +92,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Sign-in state without a database query per request (threadsite/auth_cache.py): users
+# and their roles are kept in each server process until any account changes, and
+# sessions are read from files in the data directory that every process shares, with the
+# database behind them. An open run page asks for its status every second.
+AUTHENTICATION_BACKENDS = ["threadsite.auth_cache.CachedModelBackend"]
+THREADSITE_AUTH_GENERATION_FILE = DATA_DIR / "auth-generation"
+# How long a changed account may go unnoticed when the change bypassed Django (raw SQL).
+THREADSITE_AUTH_CACHE_SECONDS = 60
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_CACHE_ALIAS = "sessions"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -172,8 +183,15 @@ SESSION_COOKIE_HTTPONLY = True
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "login_attempts": {
-        "BACKEND": "threadsite.security.LoginAttemptsCache",  # Django's file-based cache
+        "BACKEND": "threadsite.caches.SharedFileCache",
         "LOCATION": DATA_DIR / "login-attempts",
+    },
+    # The database keeps every session; these files only spare it the reads. Past
+    # MAX_ENTRIES, a third of them are dropped and read back from the database on use.
+    "sessions": {
+        "BACKEND": "threadsite.caches.SharedFileCache",
+        "LOCATION": DATA_DIR / "sessions",
+        "OPTIONS": {"MAX_ENTRIES": 10_000},
     },
 }
 THREADSITE_LOGIN_MAX_ATTEMPTS = 5  # sign-ins that do not succeed, per username and address

@@ -123,7 +123,7 @@ def attempts_dir(settings: Any, tmp_path: Path) -> Path:
     settings.CACHES = {
         **settings.CACHES,
         "login_attempts": {
-            "BACKEND": "threadsite.security.LoginAttemptsCache",
+            "BACKEND": "threadsite.caches.SharedFileCache",
             "LOCATION": location,
         },
     }

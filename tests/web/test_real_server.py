@@ -14,7 +14,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +181,93 @@ def test_serve_starts_gunicorn_and_one_ctrl_c_stops_everything(data_dir: Path, t
     assert f"Threadsite on http://127.0.0.1:{port}/" in log.read_text()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "gunicorn still listening after Ctrl-C"
+
+
+# ------------------------------------------- sign-in state across server processes
+
+
+def sign_in(base_url: str, username: str, password: str) -> tuple[Any, http.cookiejar.CookieJar]:
+    """A browser-like opener signed in through the login form (redirects not followed)."""
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+    with browser.open(f"{base_url}/accounts/login/") as response:
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.read().decode())
+    form = {"csrfmiddlewaretoken": csrf.group(1), "username": username, "password": password}
+    request = urllib.request.Request(
+        f"{base_url}/accounts/login/",
+        data=urllib.parse.urlencode(form).encode(),
+        headers={"Referer": f"{base_url}/"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as signed_in:
+        browser.open(request)
+    assert signed_in.value.code == 302
+    return browser, jar
+
+
+def status_of(browser: Any, url: str) -> tuple[int, str]:
+    """Each call is a new connection, so the kernel spreads them over the processes."""
+    try:
+        with browser.open(url) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.headers.get("Location", "")
+
+
+def answering_pids(log: Path, path: str) -> set[str]:
+    """The worker processes that answered GET `path`, from the access log's last field."""
+    line = rf'"GET {re.escape(path)} HTTP/1\.1" \d+ \S+ \S+ <(\d+)>'
+    return set(re.findall(line, log.read_text()))
+
+
+def test_account_changes_and_sign_outs_reach_every_server_process(
+    gunicorn: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """Each process keeps signed-in users in memory (threadsite/auth_cache.py) and reads
+    sessions through files they share: a change made by a command, or a sign-out in one
+    process, holds in all of them at the next request."""
+    from stores import ThreadStore, new_thread
+
+    password = re.search(r"with password: (\S+)", manage(data_dir, "ensure_staff")).group(1)
+    thread = ThreadStore(data_dir / "threads").create_thread(new_thread())
+    path = f"/threads/{thread.id}/"
+    log = tmp_path / "gunicorn.log"
+    side_by_side = ThreadPoolExecutor(max_workers=8)
+
+    def answers(browser: Any, count: int = 16) -> list[tuple[int, str]]:
+        return list(side_by_side.map(lambda _: status_of(browser, gunicorn + path), range(count)))
+
+    try:
+        browser, jar = sign_in(gunicorn, "admin", password)
+        # Both processes load the user: side by side requests until each has answered.
+        for _ in range(25):
+            assert all(code == 200 and 'id="start-run"' in body for code, body in answers(browser))
+            if len(answering_pids(log, path)) == 2:
+                break
+        assert len(answering_pids(log, path)) == 2
+
+        manage(data_dir, "adduser", "admin", "--role", "viewer")
+        read_only = answers(browser)
+        assert all(code == 200 and 'id="start-run"' not in body for code, body in read_only)
+
+        manage(data_dir, "deactivate", "admin")
+        assert set(answers(browser)) == {(302, f"/accounts/login/?next={path}")}
+
+        # Signing out in one process ends the session in all of them, even for a copy
+        # of its cookie kept elsewhere.
+        manage(data_dir, "adduser", "admin", "--role", "staff")
+        browser, jar = sign_in(gunicorn, "admin", password)
+        copied = urllib.request.build_opener(NoRedirect)
+        copied.addheaders = [("Cookie", "; ".join(f"{c.name}={c.value}" for c in jar))]
+        assert {code for code, _ in answers(copied)} == {200}
+        token = next(c.value for c in jar if c.name == "csrftoken")
+        sign_out = urllib.request.Request(
+            f"{gunicorn}/accounts/logout/",
+            data=urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode(),
+            headers={"Referer": f"{gunicorn}/"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as signed_out:
+            browser.open(sign_out)
+        assert signed_out.value.code == 302
+        assert {code for code, _ in answers(copied)} == {302}
+    finally:
+        side_by_side.shutdown()

@@ -23,6 +23,16 @@ def can_write(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Staff who are not in the viewers group may change things."""
     if not (user.is_authenticated and user.is_active and getattr(user, "is_staff", False)):
         return False
+    cached = getattr(user, "cached_can_write", None)  # set by threadsite.auth_cache
+    if cached is not None:
+        return bool(cached)
+    return query_can_write(user)
+
+
+def query_can_write(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """can_write, asking the database for the user's groups."""
+    if not (user.is_authenticated and user.is_active and getattr(user, "is_staff", False)):
+        return False
     return not user.groups.filter(name=VIEWERS_GROUP).exists()  # type: ignore[union-attr]
 
 

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from threadsite.auth_cache import announcing_account_changes
 from threadsite.dashboard.permissions import VIEWERS_GROUP
 
 ROLES = ("staff", "viewer")
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             if not given:
                 raise CommandError("No password on standard input (expected one line).")
 
-        with transaction.atomic():
+        with announcing_account_changes(), transaction.atomic():
             user = User.objects.filter(**{User.USERNAME_FIELD: username}).first()
             created = user is None
             if user is None:

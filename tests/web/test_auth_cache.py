@@ -1,0 +1,162 @@
+"""Signed-in users served from memory (threadsite/auth_cache.py): no database query per
+request once warm, and every change to an account or its role seen at the next request.
+(The same across real server processes: tests/web/test_real_server.py.)"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from stores import ThreadStore, new_thread
+from threadsite import auth_cache
+from threadsite.dashboard.permissions import VIEWERS_GROUP
+
+pytestmark = pytest.mark.django_db
+
+THREADS = "/threads/"
+
+
+def queries_of(client: Client, path: str = THREADS) -> tuple[int, int]:
+    """(status, number of database queries) of one GET."""
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+    return response.status_code, len(captured.captured_queries)
+
+
+def test_a_signed_in_request_asks_the_database_nothing_once_warm(staff_client: Client) -> None:
+    assert queries_of(staff_client)[0] == 200  # loads the user and the role
+    assert queries_of(staff_client) == (200, 0)
+    assert queries_of(staff_client) == (200, 0)
+
+
+def test_deactivating_an_account_signs_it_out_at_the_next_request(
+    staff_client: Client, staff_user: Any
+) -> None:
+    assert queries_of(staff_client)[0] == 200
+    staff_user.is_active = False
+    staff_user.save()
+
+    response = staff_client.get(THREADS)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_the_deactivate_command_signs_the_account_out(
+    staff_client: Client, staff_user: Any
+) -> None:
+    assert staff_client.get(THREADS).status_code == 200
+    out = io.StringIO()
+
+    call_command("deactivate", staff_user.username, stdout=out)
+
+    assert "Deactivated account 'ada'" in out.getvalue()
+    assert staff_client.get(THREADS).status_code == 302
+    out = io.StringIO()
+    call_command("deactivate", "ada", stdout=out)
+    assert "already deactivated" in out.getvalue()
+    with pytest.raises(CommandError, match="There is no account named 'nobody'"):
+        call_command("deactivate", "nobody")
+
+
+def test_joining_the_viewers_takes_the_forms_away_at_the_next_request(
+    staff_client: Client, staff_user: Any, thread_store: ThreadStore
+) -> None:
+    thread = thread_store.create_thread(new_thread())
+    page = f"/threads/{thread.id}/"
+    assert 'id="start-run"' in staff_client.get(page).content.decode()
+    assert queries_of(staff_client, page) == (200, 0)
+
+    viewers, _ = Group.objects.get_or_create(name=VIEWERS_GROUP)
+    staff_user.groups.add(viewers)
+
+    assert 'id="start-run"' not in staff_client.get(page).content.decode()
+    refused = staff_client.post(f"/threads/{thread.id}/messages", {"content": "hello"})
+    assert refused.status_code == 403
+    assert thread_store.list_messages(thread.id) == []
+
+    viewers.user_set.remove(staff_user)  # the same membership, changed from the group
+
+    assert 'id="start-run"' in staff_client.get(page).content.decode()
+
+
+def test_a_new_password_signs_out_the_other_sessions(staff_client: Client, staff_user: Any) -> None:
+    assert queries_of(staff_client)[0] == 200
+    staff_user.set_password("a different passphrase 7")
+    staff_user.save()
+
+    assert staff_client.get(THREADS).status_code == 302
+
+
+def test_a_change_made_behind_djangos_back_is_seen_within_the_cache_age(
+    staff_client: Client, staff_user: Any, django_user_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert queries_of(staff_client)[0] == 200
+    # A queryset update sends no signal, so nothing announces it ...
+    django_user_model.objects.filter(pk=staff_user.pk).update(is_active=False)
+    assert staff_client.get(THREADS).status_code == 200
+    # ... until the cached user is older than THREADSITE_AUTH_CACHE_SECONDS.
+    later = auth_cache.time.monotonic() + 61
+    monkeypatch.setattr(auth_cache.time, "monotonic", lambda: later)
+
+    assert staff_client.get(THREADS).status_code == 302
+
+
+def test_a_change_during_the_database_read_is_not_kept(
+    staff_client: Client, django_user_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that commits while a request reads the user, and another request of this
+    process that sees the change at once: the first request's (possibly old) rows are
+    used once but not kept, so the next request reads again."""
+    other = django_user_model.objects.create_user(username="bo", password="x", is_staff=True)
+    read_user = ModelBackend.get_user
+    interleaved = []
+
+    def read_while_something_changes(self: ModelBackend, user_id: Any) -> Any:
+        user = read_user(self, user_id)
+        if not interleaved:
+            interleaved.append(user_id)
+            auth_cache.new_generation()  # another process changes an account meanwhile
+            auth_cache.CachedModelBackend().get_user(other.pk)  # another request here
+        return user
+
+    monkeypatch.setattr(ModelBackend, "get_user", read_while_something_changes)
+    assert queries_of(staff_client)[0] == 200
+    monkeypatch.setattr(ModelBackend, "get_user", read_user)
+
+    status, queries = queries_of(staff_client)
+    assert status == 200 and queries > 0
+    assert queries_of(staff_client) == (200, 0)
+
+
+def test_an_unreadable_generation_file_means_asking_the_database(
+    staff_client: Client, settings: Any, tmp_path: Path
+) -> None:
+    unreadable = tmp_path / "a-directory"
+    unreadable.mkdir()
+    settings.THREADSITE_AUTH_GENERATION_FILE = unreadable
+    for _ in range(2):
+        status, queries = queries_of(staff_client)
+        assert status == 200 and queries > 0
+
+
+def test_an_account_change_that_cannot_be_announced_changes_nothing(
+    settings: Any, tmp_path: Path, django_user_model: Any
+) -> None:
+    settings.THREADSITE_AUTH_GENERATION_FILE = tmp_path / "missing-directory" / "generation"
+
+    with pytest.raises(CommandError, match="Nothing was changed") as refused:
+        call_command("adduser", "sam", "--role", "staff", stdout=io.StringIO())
+
+    assert "missing-directory" in str(refused.value)
+    assert not django_user_model.objects.filter(username="sam").exists()
