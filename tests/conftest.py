@@ -64,11 +64,12 @@ def fast_password_hashing(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def process_caches(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
     """Each test starts with this process's caches empty: its own session files and
-    account generation file, and no users cached from an earlier test."""
+    account generation file, no users cached from an earlier test, no live blocks."""
     if not request.config.pluginmanager.hasplugin("django"):
         yield
         return
     from threadsite import auth_cache
+    from threadsite.dashboard.runs import live_blocks
 
     settings = request.getfixturevalue("settings")
     settings.THREADSITE_AUTH_GENERATION_FILE = tmp_path / "auth-generation"
@@ -77,8 +78,10 @@ def process_caches(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[N
         "sessions": {**settings.CACHES["sessions"], "LOCATION": tmp_path / "sessions"},
     }
     auth_cache.forget_all()
+    live_blocks.clear()
     yield
     auth_cache.forget_all()
+    live_blocks.clear()
 
 
 @pytest.fixture

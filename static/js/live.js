@@ -82,3 +82,68 @@
 
   render();
 })();
+
+/*
+ * Running clocks: an element with data-since="<epoch seconds>" shows the time since then
+ * ("45 s", "2 min 05 s", "1 h 02 min", "3 d 4 h", as the server writes it) and is counted
+ * here every second. The server sends an unchanged live block again as it was first
+ * rendered, so the count must come from here. data-server-time (the server's clock when
+ * the page was rendered) corrects for a wrong clock on this computer.
+ */
+(function () {
+  "use strict";
+
+  var offset = 0; // the server's clock minus this computer's, in seconds
+
+  function readOffset() {
+    var page = document.querySelector("[data-server-time]");
+    var serverTime = page ? parseFloat(page.getAttribute("data-server-time")) : NaN;
+    if (isFinite(serverTime)) {
+      offset = serverTime - Date.now() / 1000;
+    }
+  }
+
+  function two(number) {
+    return number < 10 ? "0" + number : String(number);
+  }
+
+  function duration(seconds) {
+    var total = Math.max(0, Math.floor(seconds));
+    var days = Math.floor(total / 86400);
+    var hours = Math.floor((total % 86400) / 3600);
+    var minutes = Math.floor((total % 3600) / 60);
+    var secs = total % 60;
+    if (days) {
+      return days + " d " + hours + " h";
+    }
+    if (hours) {
+      return hours + " h " + two(minutes) + " min";
+    }
+    if (minutes) {
+      return minutes + " min " + two(secs) + " s";
+    }
+    return secs + " s";
+  }
+
+  function tick() {
+    var now = Date.now() / 1000 + offset;
+    var clocks = document.querySelectorAll("[data-since]");
+    for (var i = 0; i < clocks.length; i++) {
+      var since = parseFloat(clocks[i].getAttribute("data-since"));
+      if (isFinite(since)) {
+        var text = duration(now - since);
+        if (clocks[i].textContent !== text) {
+          clocks[i].textContent = text;
+        }
+      }
+    }
+  }
+
+  readOffset(); // once, as the page arrives
+  tick();
+  // At once for swapped-in content, before it is painted; then every second.
+  document.body.addEventListener("htmx:load", tick);
+  window.setInterval(tick, 1000);
+  // Back/forward cache: the offset still holds (data-server-time does not, by then).
+  window.addEventListener("pageshow", tick);
+})();

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,24 @@ def test_without_javascript_a_run_can_be_started_and_cancelled(
     expect(status_badge(page)).to_have_text("cancelled")
 
     context.close()
+
+
+def test_growing_times_count_in_the_browser_even_when_its_clock_is_wrong(
+    signed_in_page: Page, live_server, thread_store
+):
+    """ "Waiting for" counts every second in the page (polls may answer with a block
+    rendered earlier), from the server's clock, not this computer's."""
+    page = signed_in_page
+    thread = thread_with_message(thread_store, "nobody will answer: no worker runs")
+    run = new_run(thread.id)
+    run.created_at -= 125
+    run = thread_store.create_run(thread.id, run)
+    page.clock.install(time=time.time() + 3600)  # this computer's clock is an hour fast
+    page.goto(run_url(live_server, thread.id, run.id))
+
+    waiting = page.locator("#run-live dd[data-since]")
+    expect(waiting).to_have_text(re.compile(r"^2 min 0[5-8] s$"))
+    page.get_by_role("button", name="Pause live updates").click()  # no polls: the page counts
+    page.clock.run_for(60_000)
+
+    expect(waiting).to_have_text(re.compile(r"^3 min 0[5-9] s$"))

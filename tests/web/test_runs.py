@@ -752,3 +752,98 @@ def test_cancelling_an_unknown_run_is_404(staff_client, thread):
     response = staff_client.post(f"/threads/{thread.id}/runs/run_missing/cancel")
 
     assert response.status_code == 404
+
+
+# --------------------------------------------- polls answered from the last live block
+
+
+def test_an_unchanged_run_gets_the_same_block_without_rendering_it_again(
+    staff_client, thread_store, thread, monkeypatch
+):
+    from threadsite.dashboard import runs as run_views
+
+    run = running(thread_store, start(thread_store, thread.id), worker="w1")
+    first = html(staff_client.get(detail_url(run), headers=HTMX))
+    renders = []
+    real_run_page = run_views.run_page
+    monkeypatch.setattr(
+        run_views, "run_page", lambda *a, **k: renders.append(1) or real_run_page(*a, **k)
+    )
+
+    again = staff_client.get(detail_url(run), headers=HTMX)
+
+    assert again.status_code == 200
+    assert html(again) == first
+    assert renders == []
+    assert "HX-Request" in again["Vary"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["draft", "step", "status", "worker-ends-it"],
+)
+def test_any_change_to_the_run_shows_at_the_next_poll(
+    staff_client, thread_store, thread, settings, change
+):
+    run = running(thread_store, start(thread_store, thread.id), worker="w1")
+    thread_store.write_draft(thread.id, run.id, "Echo: Hel", worker_id="w1")
+    assert "Echo: Hel" in html(staff_client.get(detail_url(run), headers=HTMX))
+    elsewhere = ThreadStore(settings.THREADSITE_STORE_ROOT)  # as another process would
+
+    if change == "draft":
+        elsewhere.write_draft(thread.id, run.id, "Echo: Hello th", worker_id="w1")
+        expected, status = "Echo: Hello th", 200
+    elif change == "step":
+        step = elsewhere.append_step(thread.id, run.id, new_step(thread.id, run.id))
+        expected, status = step.id, 200
+    elif change == "status":
+        elsewhere.update_run_status(thread.id, run.id, "requires_action")
+        expected, status = badge("requires_action"), 200
+    else:
+        message = new_message(thread.id, "assistant", "Echo: Hello there", run_id=run.id)
+        elsewhere.complete_run(thread.id, run.id, message)
+        expected, status = "Echo: Hello there", 286
+
+    response = staff_client.get(detail_url(run), headers=HTMX)
+
+    assert response.status_code == status
+    assert expected in html(response)
+
+
+def test_staff_and_viewers_polling_one_run_each_get_their_own_block(
+    staff_client, viewer_client, thread_store, thread
+):
+    run = running(thread_store, start(thread_store, thread.id), worker="w1")
+    for _ in range(2):
+        assert 'id="cancel-run"' in html(staff_client.get(detail_url(run), headers=HTMX))
+        assert 'id="cancel-run"' not in html(viewer_client.get(detail_url(run), headers=HTMX))
+
+
+def test_a_worker_starting_clears_the_no_worker_warning_at_the_next_poll(
+    staff_client, thread_store, thread
+):
+    run = start(thread_store, thread.id)
+    for _ in range(2):
+        assert "No run worker is alive" in html(staff_client.get(detail_url(run), headers=HTMX))
+
+    thread_store.record_heartbeat(
+        WorkerHeartbeat("w1", "host", 1, "echo", 4, 0, time.time(), time.time())
+    )
+
+    assert "No run worker is alive" not in html(staff_client.get(detail_url(run), headers=HTMX))
+
+
+def test_growing_times_carry_the_moment_the_browser_counts_from(staff_client, thread_store, thread):
+    queued = start(thread_store, thread.id)
+    page = html(staff_client.get(detail_url(queued)))
+    assert re.search(r'<div class="head-row" data-server-time="\d+\.\d{3}">', page)
+    assert f'<dd data-since="{queued.created_at:.3f}">' in page  # waiting for
+
+    run = running(thread_store, queued, worker="w1")
+    block = html(staff_client.get(detail_url(run), headers=HTMX))
+    assert f'<dd data-since="{run.started_at:.3f}">' in block  # running for
+    assert block.count("data-since") == 1  # "waited" has stopped growing
+
+    message = new_message(thread.id, "assistant", "Echo", run_id=run.id)
+    thread_store.complete_run(thread.id, run.id, message)
+    assert "data-since" not in html(staff_client.get(detail_url(run), headers=HTMX))

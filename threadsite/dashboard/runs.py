@@ -8,8 +8,11 @@ and stops asking.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
@@ -21,7 +24,16 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect
 
-from stores import Run, RunInTerminalState, RunStatus, RunStep, ThreadBusy, ThreadStore, new_run
+from stores import (
+    Run,
+    RunInTerminalState,
+    RunStatus,
+    RunStep,
+    RunView,
+    ThreadBusy,
+    ThreadStore,
+    new_run,
+)
 from threadsite.services import get_store
 from threadsite.templatetags.dashboard import duration, status_class, utc, utc_iso
 
@@ -97,6 +109,12 @@ class RunPage:
     waited_text: str = ""
     elapsed_text: str = ""
     step_rows: tuple[StepRow, ...] = ()
+    # Epoch seconds the browser counts "Waiting for" / "Running for" from while they
+    # grow (static/js/live.js), so an answer rendered a while ago still reads right.
+    waited_since: str = ""
+    elapsed_since: str = ""
+    # This server's clock when the page was rendered, for the browser's count.
+    server_time: str = ""
 
 
 # --------------------------------------------------------------------------- views
@@ -135,8 +153,10 @@ def run_create(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def run_detail(request: HtmxHttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     store = get_store()
-    run = store.get_run(thread_id, run_id)
-    return _run_response(request, store, run, notice=None)
+    view = store.run_view(thread_id, run_id)
+    if request.htmx:
+        return _live_block_response(request, store, view)
+    return _run_response(request, store, view, notice=None)
 
 
 @require_POST
@@ -156,7 +176,7 @@ def run_cancel(request: HtmxHttpRequest, thread_id: str, run_id: str) -> HttpRes
     if not request.htmx:
         messages.info(request, notice)
         return redirect("run-detail", thread_id=run.thread_id, run_id=run.id)
-    return _run_response(request, store, run, notice=notice)
+    return _run_response(request, store, store.run_view(run.thread_id, run.id), notice=notice)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -184,9 +204,15 @@ def _start_form_response(
 
 
 def _run_response(
-    request: HtmxHttpRequest, store: ThreadStore, run: Run, *, notice: str | None
+    request: HtmxHttpRequest,
+    store: ThreadStore,
+    view: RunView,
+    *,
+    notice: str | None,
+    no_worker_alive: bool | None = None,
 ) -> HttpResponse:
-    page = run_page(store, run)
+    page = run_page(store, view, no_worker_alive=no_worker_alive)
+    run = view.run
     ids = {"thread_id": run.thread_id, "run_id": run.id}
     context = {
         "page": page,
@@ -207,18 +233,83 @@ def _run_response(
     return TemplateResponse(request, "runs/detail.html", context)
 
 
-def run_page(store: ThreadStore, run: Run, *, now: float | None = None) -> RunPage:
-    """Everything the run page shows about `run`, read from the store once.
+class LiveBlocks:
+    """The live blocks this process last sent for the runs being polled, each with the
+    run as it was read for it. Between a run's changes every poll reads the same run,
+    steps and draft, and gets the same block (the clocks in it count in the browser), so
+    it is sent again instead of rendered again. Each poll still reads the run from the
+    store first and compares, so a change made by any process shows at the next poll."""
 
-    The run is read first: when it has ended, everything read after it (steps, reply)
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._blocks: OrderedDict[tuple[str, str, bool], tuple[RunView, bool, bytes]] = (
+            OrderedDict()
+        )
+
+    def get(self, view: RunView, *, can_write: bool, no_worker_alive: bool) -> bytes | None:
+        key = (view.run.thread_id, view.run.id, can_write)
+        with self._lock:
+            found = self._blocks.get(key)
+            if found is None or found[0] != view or found[1] != no_worker_alive:
+                return None
+            self._blocks.move_to_end(key)
+            return found[2]
+
+    def put(self, view: RunView, *, can_write: bool, no_worker_alive: bool, body: bytes) -> None:
+        key = (view.run.thread_id, view.run.id, can_write)
+        with self._lock:
+            self._blocks[key] = (view, no_worker_alive, body)
+            self._blocks.move_to_end(key)
+            while len(self._blocks) > self._size:
+                self._blocks.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._blocks.clear()
+
+
+live_blocks = LiveBlocks()
+
+
+def _live_block_response(
+    request: HtmxHttpRequest, store: ThreadStore, view: RunView
+) -> HttpResponse:
+    """A poll: the live block, from live_blocks when the run has not changed."""
+    if view.run.status.is_terminal:
+        # Asked once (the answer stops the polling), and its reply comes from the log.
+        return _run_response(request, store, view, notice=None)
+    writer = can_write(request.user)
+    no_worker_alive = view.run.status is RunStatus.QUEUED and not store.live_workers()
+    body = live_blocks.get(view, can_write=writer, no_worker_alive=no_worker_alive)
+    if body is None:
+        response = _run_response(request, store, view, notice=None, no_worker_alive=no_worker_alive)
+        live_blocks.put(
+            view, can_write=writer, no_worker_alive=no_worker_alive, body=response.content
+        )
+        return response
+    return HttpResponse(body)
+
+
+def run_page(
+    store: ThreadStore,
+    view: RunView,
+    *,
+    now: float | None = None,
+    no_worker_alive: bool | None = None,
+) -> RunPage:
+    """Everything the run page shows about a run, from one read of its directory (and,
+    once it has ended, of the end of the message log for its reply).
+
+    The run was read first: when it has ended, everything read after it (steps, reply)
     is final too, so the last answer before polling stops is consistent."""
     now = time.time() if now is None else now
-    steps = store.list_steps(run.thread_id, run.id)
+    run, steps = view.run, view.steps
     is_terminal = run.status.is_terminal
     if run.status is RunStatus.QUEUED:
         reply = Reply("waiting")
     elif not is_terminal:
-        draft = store.read_draft(run.thread_id, run.id)
+        draft = view.draft.text if view.draft else None
         reply = Reply("streaming", draft) if draft else Reply("waiting")
     else:
         reply = _final_reply(store, run, steps)
@@ -233,9 +324,8 @@ def run_page(store: ThreadStore, run: Run, *, now: float | None = None) -> RunPa
         elapsed = ended - started
     elif started is not None and not is_terminal:
         elapsed = now - started
-    no_worker_alive = False
-    if run.status is RunStatus.QUEUED:
-        no_worker_alive = not store.live_workers(now=now)
+    if no_worker_alive is None:
+        no_worker_alive = run.status is RunStatus.QUEUED and not store.live_workers(now=now)
     return RunPage(
         run=run,
         steps=steps,
@@ -252,12 +342,24 @@ def run_page(store: ThreadStore, run: Run, *, now: float | None = None) -> RunPa
         waited_text=duration(waited) if waited is not None else "",
         elapsed_text=duration(elapsed) if elapsed is not None else "",
         step_rows=tuple(_step_row(step) for step in steps),
+        waited_since=_epoch(run.created_at) if run.status is RunStatus.QUEUED else "",
+        elapsed_since=_epoch(started) if started is not None and not is_terminal else "",
+        server_time=_epoch(now),
     )
+
+
+def _epoch(value: float) -> str:
+    return f"{value:.3f}"
 
 
 def _moment(value: float | None) -> Moment | None:
     if not value:
         return None
+    return _formatted_moment(value)
+
+
+@lru_cache(maxsize=4096)  # the same few times, formatted again at every poll otherwise
+def _formatted_moment(value: float) -> Moment:
     return Moment(utc_iso(value), utc(value, "seconds"))
 
 
