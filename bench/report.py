@@ -12,15 +12,14 @@ class Row:
     baseline: str
     result: str  # the number compared with the target ("0.93x", "84 runs/s")
     target: str
-    ok: bool
+    ok: bool | None  # None: shown for reference, no target
 
 
 def table(rows: list[Row]) -> str:
     """A Markdown table (readable in a terminal, pasteable into docs/performance.md)."""
     header = ("Row", "Measured", "Baseline (same run)", "Result", "Target", "Met")
     cells = [header] + [
-        (r.name, r.measured, r.baseline, r.result, r.target, "yes" if r.ok else "**NO**")
-        for r in rows
+        (r.name, r.measured, r.baseline, r.result, r.target, _met(r.ok)) for r in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
 
@@ -29,6 +28,10 @@ def table(rows: list[Row]) -> str:
 
     rule = "| " + " | ".join("-" * w for w in widths) + " |"
     return "\n".join([line(cells[0]), rule, *(line(c) for c in cells[1:])])
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else "yes" if ok else "**NO**"
 
 
 def ratio(value: float) -> str:

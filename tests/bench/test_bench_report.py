@@ -55,6 +55,7 @@ def test_the_table_marks_missed_targets():
     rows = [
         Row("Poll", "900/s", "/healthz 1,000/s", "0.90x", ">= 0.6x", True),
         Row("Memory", "170 MB", "workers: 160 MB, 170 MB", "170 MB", "< 150 MB", False),
+        Row("  Poll, rendered", "500/s", "/healthz 1,000/s", "0.50x", "(shown, no target)", None),
     ]
 
     lines = table(rows).splitlines()
@@ -63,4 +64,5 @@ def test_the_table_marks_missed_targets():
     assert set(lines[1]) <= {"|", "-", " "}
     assert lines[2].rstrip().endswith("| yes    |")
     assert "**NO**" in lines[3]
+    assert lines[4].rstrip().endswith("| —      |")  # no target: neither met nor missed
     assert len({len(line) for line in lines}) == 1  # columns line up

@@ -171,6 +171,11 @@ def world(settings: Any, tmp_path: Path, django_user_model: Any) -> World:
     settings.THREADSITE_ASSISTANTS_ROOT = data_dir / "assistants"
     settings.THREADSITE_API_KEYS = [API_KEY]
     settings.THREADSITE_API_KEYS_FILE = data_dir / "api_keys"
+    settings.THREADSITE_AUTH_GENERATION_FILE = data_dir / "auth-generation"
+    settings.CACHES = {
+        **settings.CACHES,
+        "sessions": {**settings.CACHES["sessions"], "LOCATION": data_dir / "sessions"},
+    }
     services.clear_store_cache()
     store = ThreadStore(data_dir / "threads")
     thread = store.create_thread(new_thread({"k": "v"}))
