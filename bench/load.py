@@ -21,19 +21,10 @@ _TOTAL = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 _ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", re.MULTILINE)
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
-# Cycles through a list of paths, one per request. Each wrk thread keeps its own place,
-# the threads spread evenly over the list (so they do not ask for the same path at once).
+# Cycles through a list of paths, one per request (each wrk thread keeps its own place).
 _ROTATE_LUA = """
 local paths = {%s}
-local threads = 0
-setup = function(thread)
-  thread:set("place", threads)
-  threads = threads + 1
-end
 local i = 0
-init = function(args)
-  i = math.floor((place or 0) * #paths / %d)
-end
 request = function()
   i = i + 1
   return wrk.format("GET", paths[(i %% #paths) + 1])
@@ -102,7 +93,7 @@ def run_wrk(
         assert scratch is not None
         script = scratch / "rotate.lua"
         quoted = ", ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in paths)
-        script.write_text(_ROTATE_LUA % (quoted, THREADS))
+        script.write_text(_ROTATE_LUA % quoted)
         command += ["-s", str(script)]
     command.append(url)
     result = subprocess.run(

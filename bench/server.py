@@ -90,6 +90,7 @@ class Server:
     data_dir: Path
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    environ: dict[str, str] = field(default_factory=dict)  # for this server only
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     cookie: str = ""
@@ -117,7 +118,7 @@ class Server:
             self.process = subprocess.Popen(
                 command,
                 cwd=BASE_DIR,
-                env=site_env(self.data_dir, settings=self.settings),
+                env=site_env(self.data_dir, settings=self.settings, **self.environ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

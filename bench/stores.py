@@ -129,34 +129,18 @@ def add_finished_runs(root: Path, count: int) -> None:
 
 
 def add_polled_run(root: Path) -> tuple[str, str]:
-    """A thread whose run is in progress (see add_polled_runs): (thread ID, run ID)."""
-    return add_polled_runs(root, 1)[0]
-
-
-def add_polled_runs(root: Path, count: int) -> list[tuple[str, str]]:
-    """`count` threads, each with a run in progress as a worker leaves it mid-reply:
-    claimed under a long lease, one open step, a growing draft. Returns (thread ID,
-    run ID) pairs."""
+    """A thread whose run is in progress, as a worker leaves it mid-reply: claimed under
+    a long lease, one open step, a growing draft. Returns (thread ID, run ID)."""
+    store = ThreadStore(root)
+    thread = Thread(id=new_id("thread"), created_at=int(time.time()), metadata={"kind": "polled"})
+    store.import_threads([(thread, [new_message(thread.id, "user", _text(3, 40))])])
+    run: Run = store.create_run(thread.id, new_run(thread.id, instructions="Answer briefly."))
+    ref = next(ref for ref in store.queued_runs() if ref.run_id == run.id)
+    claimed = store.claim_run(ref, worker_id="bench-worker", lease_seconds=3600, run_timeout=3600)
+    assert claimed is not None
     from stores import new_step  # noqa: PLC0415 - only this helper needs it
 
-    store = ThreadStore(root)
-    created_at = int(time.time())
-    threads = [
-        Thread(id=new_id("thread"), created_at=created_at, metadata={"kind": "polled"})
-        for _ in range(count)
-    ]
-    store.import_threads([(t, [new_message(t.id, "user", _text(3, 40))]) for t in threads])
-    polled = []
-    for thread in threads:
-        run: Run = store.create_run(thread.id, new_run(thread.id, instructions="Answer briefly."))
-        polled.append((thread.id, run.id))
-    refs = {ref.run_id: ref for ref in store.queued_runs()}
-    for thread_id, run_id in polled:
-        claimed = store.claim_run(
-            refs[run_id], worker_id="bench-worker", lease_seconds=3600, run_timeout=3600
-        )
-        assert claimed is not None
-        reply_id = new_id("msg")
-        store.append_step(thread_id, run_id, new_step(thread_id, run_id, message_id=reply_id))
-        store.write_draft(thread_id, run_id, "Echo: " + _text(3, 30), message_id=reply_id)
-    return polled
+    reply_id = new_id("msg")
+    store.append_step(thread.id, run.id, new_step(thread.id, run.id, message_id=reply_id))
+    store.write_draft(thread.id, run.id, "Echo: " + _text(3, 30), message_id=reply_id)
+    return thread.id, run.id

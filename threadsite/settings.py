@@ -139,18 +139,25 @@ THREADSITE_API_KEYS = env.get_list("THREADSITE_API_KEYS", default=[])
 THREADSITE_API_KEYS_FILE = DATA_DIR / "api_keys"
 
 
-def _api_count(name: str, default: int) -> int:
+def _count(name: str, default: int, *, minimum: int = 1) -> int:
     value = env.get_str(name, default=str(default))
-    if not (value.isascii() and value.isdigit() and int(value) >= 1):
-        raise ImproperlyConfigured(f"{name} must be a whole number of at least 1, got {value!r}.")
+    if not (value.isascii() and value.isdigit() and int(value) >= minimum):
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number of at least {minimum}, got {value!r}."
+        )
     return int(value)
 
 
 # Event streams one server process holds at once. By default half its threads (which
 # gunicorn.conf.py passes as THREADSITE_WEB_THREADS), so pages keep the other half.
-THREADSITE_API_MAX_STREAMS = _api_count(
-    "THREADSITE_API_MAX_STREAMS", max(1, _api_count("THREADSITE_WEB_THREADS", 8) // 2)
+THREADSITE_API_MAX_STREAMS = _count(
+    "THREADSITE_API_MAX_STREAMS", max(1, _count("THREADSITE_WEB_THREADS", 8) // 2)
 )
+
+# Run pages an open tab polls every second: each process keeps the live block it last sent
+# for this many runs, and sends it again while the run has not changed (0: render every
+# answer). threadsite/dashboard/runs.py, LiveBlocks.
+THREADSITE_LIVE_BLOCKS = _count("THREADSITE_LIVE_BLOCKS", 512, minimum=0)
 
 # Errors go to stderr (gunicorn's log) instead of e-mail.
 LOGGING = {

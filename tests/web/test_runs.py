@@ -847,3 +847,17 @@ def test_growing_times_carry_the_moment_the_browser_counts_from(staff_client, th
     message = new_message(thread.id, "assistant", "Echo", run_id=run.id)
     thread_store.complete_run(thread.id, run.id, message)
     assert "data-since" not in html(staff_client.get(detail_url(run), headers=HTMX))
+
+
+def test_a_process_told_to_keep_no_live_blocks_renders_every_poll(thread_store, thread):
+    from threadsite.dashboard.runs import LiveBlocks
+
+    view = thread_store.run_view(thread.id, start(thread_store, thread.id).id)
+    keeping, keeping_none = LiveBlocks(1), LiveBlocks(0)
+    for blocks in (keeping, keeping_none):
+        blocks.put(view, can_write=True, no_worker_alive=False, body=b"<section>")
+
+    assert keeping.get(view, can_write=True, no_worker_alive=False) == b"<section>"
+    assert keeping.get(view, can_write=False, no_worker_alive=False) is None
+    assert keeping.get(view, can_write=True, no_worker_alive=True) is None
+    assert keeping_none.get(view, can_write=True, no_worker_alive=False) is None

@@ -136,6 +136,17 @@ def test_an_invalid_setting_stops_startup_with_a_clear_message(tmp_path: Path):
     assert "DJANGO_DEBUG must be true or false" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["-1", "many", "1.5"])
+def test_live_blocks_must_be_a_whole_number(tmp_path: Path, value: str):
+    environ = {"THREADSITE_DATA_DIR": str(tmp_path), "THREADSITE_LIVE_BLOCKS": value}
+    result = load_settings(tmp_path, **environ)
+
+    assert result.returncode != 0
+    assert f"THREADSITE_LIVE_BLOCKS must be a whole number of at least 0, got {value!r}" in (
+        result.stderr
+    )
+
+
 def test_manage_py_reports_a_bad_setting_without_a_traceback(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
@@ -240,8 +241,8 @@ class LiveBlocks:
     it is sent again instead of rendered again. Each poll still reads the run from the
     store first and compares, so a change made by any process shows at the next poll."""
 
-    def __init__(self, size: int = 512) -> None:
-        self._size = size
+    def __init__(self, size: int) -> None:
+        self._size = size  # 0: keep none
         self._lock = threading.Lock()
         self._blocks: OrderedDict[tuple[str, str, bool], tuple[RunView, bool, bytes]] = (
             OrderedDict()
@@ -257,6 +258,8 @@ class LiveBlocks:
             return found[2]
 
     def put(self, view: RunView, *, can_write: bool, no_worker_alive: bool, body: bytes) -> None:
+        if not self._size:
+            return
         key = (view.run.thread_id, view.run.id, can_write)
         with self._lock:
             self._blocks[key] = (view, no_worker_alive, body)
@@ -269,7 +272,7 @@ class LiveBlocks:
             self._blocks.clear()
 
 
-live_blocks = LiveBlocks()
+live_blocks = LiveBlocks(settings.THREADSITE_LIVE_BLOCKS)
 
 
 def _live_block_response(
