@@ -56,7 +56,9 @@ def open_dir(parent_fd: int, names: tuple[str, ...], *, create: bool = False) ->
             if error.errno in _MISSING:
                 raise Missing(0) from None
             raise
-    fd = os.dup(parent_fd)
+    if not names:
+        return os.dup(parent_fd)  # the caller closes what it gets
+    fd = parent_fd  # the caller's: never closed here
     try:
         for depth, name in enumerate(names):
             try:
@@ -72,11 +74,13 @@ def open_dir(parent_fd: int, names: tuple[str, ...], *, create: bool = False) ->
                 if error.errno in _MISSING:
                     raise Missing(depth) from None
                 raise
-            os.close(fd)
+            if fd != parent_fd:
+                os.close(fd)
             fd = child
         return fd
     except BaseException:
-        os.close(fd)
+        if fd != parent_fd:
+            os.close(fd)
         raise
 
 
@@ -113,7 +117,10 @@ def read_bytes(dir_fd: int, name: str) -> bytes:
             raise Missing(0) from None
         raise
     try:
-        chunks = []
+        first = os.read(fd, _READ_CHUNK)
+        if len(first) < _READ_CHUNK:
+            return first  # a regular file reads short only at its end: one call for a record
+        chunks = [first]
         while chunk := os.read(fd, _READ_CHUNK):
             chunks.append(chunk)
         return b"".join(chunks)
