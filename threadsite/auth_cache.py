@@ -1,25 +1,29 @@
-"""Signed-in users without a database query per request.
+"""Signed-in state without a database or session-file read per request.
 
-Every dashboard request needs its user (LoginRequiredMiddleware) and most need the
-user's role (permissions.can_write). Django's ModelBackend reads both from SQLite on
-every request, which was most of what an open run page's once-a-second poll cost.
+Every dashboard request needs its session, its user (LoginRequiredMiddleware) and most
+need the user's role (permissions.can_write). Read from SQLite and the session files each
+time, they were most of what an open run page's once-a-second poll cost.
 
-`CachedModelBackend` keeps, in each server process, the users it has loaded and their
-role, and drops them all whenever any account, group or group membership changes
-anywhere. Every such change made through Django (the `adduser`, `deactivate` and
-`changepassword` commands, a sign-in, the shell) rewrites a small generation file in
-the data directory, once when it is made and again when it commits; each request reads
-that file (a few microseconds) and compares it with the generation its process's users
-were loaded under. A change that bypasses Django's signals (raw SQL, a queryset
-`update()`) is seen once the entry is older than THREADSITE_AUTH_CACHE_SECONDS.
+Each server process keeps, in memory, the sessions (`SessionStore`, SESSION_ENGINE
+"threadsite.auth_cache") and the users with their role (`CachedModelBackend`) it has
+read, and drops them all whenever any session, account, group or group membership
+changes anywhere. Every such change made through Django (signing in or out, the
+`adduser`, `deactivate` and `changepassword` commands, the shell) rewrites a small
+generation file in the data directory; each request reads that file (a few
+microseconds) and compares it with the generation its process's entries were loaded
+under. A change that bypasses Django (raw SQL, a queryset `update()` or `delete()`) is
+seen once the entry is older than THREADSITE_AUTH_CACHE_SECONDS.
 
 What does not change: the session's password hash is still checked on every request
 (django.contrib.auth.get_user does it), so a new password still signs out the other
-sessions at once, and an inactive or deleted account is never served from here.
+sessions at once; an inactive or deleted account is never served from here; and the
+database stays the record of every session (cached_db), the files under `sessions/`
+sparing it the reads of a process that has not seen a session yet.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import secrets
@@ -35,6 +39,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
+from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSessionStore
 from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
@@ -47,15 +52,47 @@ BACKEND = "threadsite.auth_cache.CachedModelBackend"
 
 
 @dataclass(frozen=True)
-class _Entry:
+class _User:
     values: tuple[Any, ...]  # the user's row, in the order of _field_names()
     can_write: bool
-    loaded_at: float  # time.monotonic()
 
 
-_lock = threading.Lock()
-_entries: dict[str, _Entry] = {}
-_generation: bytes | None = None  # what _entries were loaded under
+class _GenerationCache:
+    """Entries of one process, each valid while the generation file reads as it did
+    before the entry was loaded, and for at most THREADSITE_AUTH_CACHE_SECONDS."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._generation: bytes | None = None  # what the entries were loaded under
+
+    def get(self, key: str, generation: bytes) -> Any | None:
+        max_age = float(settings.THREADSITE_AUTH_CACHE_SECONDS)
+        with self._lock:
+            if generation != self._generation:
+                self._entries.clear()
+                self._generation = generation
+            found = self._entries.get(key)
+        if found is None or time.monotonic() - found[0] >= max_age:
+            return None
+        return found[1]
+
+    def put(self, key: str, generation: bytes, value: Any, *, loaded_at: float) -> None:
+        """Keep `value`, read from the database or files after `generation` was read and
+        at `loaded_at`, unless a newer generation has been seen since: then what was read
+        may be older than that change."""
+        with self._lock:
+            if self._generation == generation:
+                self._entries[key] = (loaded_at, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._generation = None
+
+
+_users = _GenerationCache()
+_sessions = _GenerationCache()
 
 
 @cache
@@ -64,8 +101,8 @@ def _field_names() -> tuple[str, ...]:
 
 
 def read_generation() -> bytes | None:
-    """The current generation of the account data; None when it cannot be read (the
-    cache is then bypassed rather than trusted)."""
+    """The current generation of sessions and accounts; None when it cannot be read (the
+    caches are then bypassed rather than trusted)."""
     try:
         fd = os.open(settings.THREADSITE_AUTH_GENERATION_FILE, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -81,8 +118,8 @@ def read_generation() -> bytes | None:
 
 
 def new_generation() -> None:
-    """Tell every process that account data changed: a new random generation, written
-    whole (temporary file, then rename) so that readers never see half of one."""
+    """Tell every process that a session or an account changed: a new random generation,
+    written whole (temporary file, then rename) so that readers never see half of one."""
     path = os.fspath(settings.THREADSITE_AUTH_GENERATION_FILE)
     temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
@@ -111,11 +148,10 @@ def announcing_account_changes() -> Iterator[None]:
 
 
 def forget_all() -> None:
-    """Drop this process's cached users (tests; the generation file does it otherwise)."""
-    global _generation
-    with _lock:
-        _entries.clear()
-        _generation = None
+    """Drop this process's cached users and sessions (tests; the generation file does it
+    otherwise)."""
+    _users.clear()
+    _sessions.clear()
 
 
 def _account_data_changed(**kwargs: Any) -> None:
@@ -143,31 +179,62 @@ class CachedModelBackend(ModelBackend):
     with another request, carrying its role as `cached_can_write`."""
 
     def get_user(self, user_id: Any) -> Any:
-        global _generation
         generation = read_generation()  # before the database: see _account_data_changed
         if generation is None:
             return super().get_user(user_id)
         key = str(user_id)
-        max_age = float(settings.THREADSITE_AUTH_CACHE_SECONDS)
-        with _lock:
-            if generation != _generation:
-                _entries.clear()
-                _generation = generation
-            entry = _entries.get(key)
-        if entry is not None and time.monotonic() - entry.loaded_at < max_age:
-            user = get_user_model().from_db(DEFAULT_DB_ALIAS, _field_names(), entry.values)
-            user.cached_can_write = entry.can_write
+        found: _User | None = _users.get(key, generation)
+        if found is not None:
+            user = get_user_model().from_db(DEFAULT_DB_ALIAS, _field_names(), found.values)
+            user.cached_can_write = found.can_write
             return user
+        loaded_at = time.monotonic()
         user = super().get_user(user_id)  # None for an unknown or inactive account
         if user is None:
             return None
         user.cached_can_write = query_can_write(user)
-        entry = _Entry(
-            tuple(getattr(user, name) for name in _field_names()),
-            user.cached_can_write,
-            time.monotonic(),
-        )
-        with _lock:
-            if _generation == generation:  # no change seen since this request began
-                _entries[key] = entry
+        values = tuple(getattr(user, name) for name in _field_names())
+        _users.put(key, generation, _User(values, user.cached_can_write), loaded_at=loaded_at)
         return user
+
+
+class SessionStore(CachedDbSessionStore):
+    """Django's cached_db sessions (the database, read through files every process
+    shares), kept in this process's memory between changes. Each request gets its own
+    copy of the session's data."""
+
+    def load(self) -> dict[str, Any]:
+        key = self.session_key
+        generation = read_generation()  # before the files: see session_changed
+        if key is None or generation is None:
+            return super().load()
+        found = _sessions.get(key, generation)
+        if found is not None:
+            return copy.deepcopy(found)
+        loaded_at = time.monotonic()
+        data = super().load()
+        if data and self.session_key == key:  # not a session that has gone
+            _sessions.put(key, generation, copy.deepcopy(data), loaded_at=loaded_at)
+        return data
+
+    def save(self, must_create: bool = False) -> None:
+        super().save(must_create)
+        session_changed()
+
+    def delete(self, session_key: str | None = None) -> None:
+        super().delete(session_key)
+        session_changed()
+
+
+def session_changed() -> None:
+    """After a session was written or deleted: the other processes drop what they hold.
+    (After, not before: a process that read the new generation and then the old session
+    would keep the old one.) A failure here leaves the change made; the other processes
+    see it when their entries expire."""
+    try:
+        new_generation()
+    except OSError:
+        logger.exception(
+            "Could not tell the other server processes that a session changed; they "
+            "notice within THREADSITE_AUTH_CACHE_SECONDS."
+        )

@@ -8,6 +8,9 @@ responses (server-sent events); gunicorn's own environment variables still apply
 from __future__ import annotations
 
 import os
+import threading
+import time
+from typing import Any
 
 wsgi_app = "threadsite.wsgi:application"
 
@@ -50,3 +53,24 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %(p)s'
 # No gunicornc control socket: its default path is per user, not per site, so two
 # instances (a test server beside `make run`) would take it from each other.
 control_socket_disable = True
+
+
+def post_worker_init(worker: Any) -> None:
+    """Bring the store's catalog into the new worker in the background: its first thread
+    list would otherwise replay the whole journal while the request waits (seconds for
+    100,000 threads), and hold up every other thread list meanwhile."""
+
+    def load() -> None:
+        from threadsite.services import get_store
+
+        started = time.monotonic()
+        try:
+            threads = len(get_store().catalog().threads)
+        except Exception:
+            # The first request that needs the catalog tries again, and says what is wrong.
+            worker.log.exception("Could not load the store's catalog ahead of requests")
+            return
+        took = time.monotonic() - started
+        worker.log.info("Catalog of %d threads loaded in %.1f s", threads, took)
+
+    threading.Thread(target=load, name="catalog-preload", daemon=True).start()

@@ -92,16 +92,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-# Sign-in state without a database query per request (threadsite/auth_cache.py): users
-# and their roles are kept in each server process until any account changes, and
-# sessions are read from files in the data directory that every process shares, with the
-# database behind them. An open run page asks for its status every second.
+# Sign-in state without a database or file read per request (threadsite/auth_cache.py):
+# sessions and users (with their roles) are kept in each server process until any session
+# or account changes, which every change announces in AUTH_GENERATION_FILE. Sessions stay
+# in the database, read through files in the data directory that every process shares.
+# An open run page asks for its status every second.
 AUTHENTICATION_BACKENDS = ["threadsite.auth_cache.CachedModelBackend"]
-THREADSITE_AUTH_GENERATION_FILE = DATA_DIR / "auth-generation"
-# How long a changed account may go unnoticed when the change bypassed Django (raw SQL).
-THREADSITE_AUTH_CACHE_SECONDS = 60
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_ENGINE = "threadsite.auth_cache"
 SESSION_CACHE_ALIAS = "sessions"
+THREADSITE_AUTH_GENERATION_FILE = DATA_DIR / "auth-generation"
+# How long a change may go unnoticed when it bypassed Django (raw SQL, queryset updates).
+THREADSITE_AUTH_CACHE_SECONDS = 60
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"

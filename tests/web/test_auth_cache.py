@@ -19,6 +19,8 @@ from django.test.utils import CaptureQueriesContext
 
 from stores import ThreadStore, new_thread
 from threadsite import auth_cache
+from threadsite.auth_cache import SessionStore
+from threadsite.caches import SharedFileCache
 from threadsite.dashboard.permissions import VIEWERS_GROUP
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +162,57 @@ def test_an_account_change_that_cannot_be_announced_changes_nothing(
 
     assert "missing-directory" in str(refused.value)
     assert not django_user_model.objects.filter(username="sam").exists()
+
+
+# ------------------------------------------------------------------------- sessions
+
+
+def test_a_warm_session_is_not_read_from_its_file_again(
+    staff_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert staff_client.get(THREADS).status_code == 200
+    reads = []
+    read = SharedFileCache.get
+    monkeypatch.setattr(
+        SharedFileCache, "get", lambda self, *a, **k: reads.append(a) or read(self, *a, **k)
+    )
+
+    assert queries_of(staff_client) == (200, 0)
+    assert reads == []
+
+
+def test_signing_out_elsewhere_ends_the_session_here_at_the_next_request(
+    staff_client: Client,
+) -> None:
+    assert queries_of(staff_client)[0] == 200
+    key = staff_client.cookies["sessionid"].value
+
+    SessionStore(key).delete()  # as another process does when this browser signs out
+
+    assert staff_client.get(THREADS).status_code == 302
+
+
+def test_each_request_gets_its_own_copy_of_the_session(staff_client: Client) -> None:
+    assert staff_client.get(THREADS).status_code == 200  # the session is kept from here
+    key = staff_client.cookies["sessionid"].value
+    first = SessionStore(key)
+    first["scribble"] = ["only in this request"]  # changed, never saved
+
+    assert "scribble" not in SessionStore(key).load()
+    assert staff_client.get(THREADS).status_code == 200
+
+
+def test_a_session_removed_behind_djangos_back_ends_within_the_cache_age(
+    staff_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.contrib.sessions.models import Session
+    from django.core.cache import caches
+
+    assert queries_of(staff_client)[0] == 200
+    Session.objects.all().delete()  # no signal, no generation
+    caches["sessions"].clear()
+    assert staff_client.get(THREADS).status_code == 200  # still known to this process
+    later = auth_cache.time.monotonic() + 61
+    monkeypatch.setattr(auth_cache.time, "monotonic", lambda: later)
+
+    assert staff_client.get(THREADS).status_code == 302

@@ -271,3 +271,31 @@ def test_account_changes_and_sign_outs_reach_every_server_process(
         assert {code for code, _ in answers(copied)} == {302}
     finally:
         side_by_side.shutdown()
+
+
+def test_each_worker_loads_the_catalog_as_it_starts(data_dir: Path, tmp_path: Path) -> None:
+    """Before any page asks for it: the first thread list of a restarted server does not
+    wait for the journal to be replayed."""
+    from stores import ThreadStore, new_thread
+
+    store = ThreadStore(data_dir / "threads")
+    for _ in range(3):
+        store.create_thread(new_thread())
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "threadsite/gunicorn.conf.py"],
+            cwd=BASE_DIR,
+            env=server_env(data_dir, PORT=str(port)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
+        deadline = time.monotonic() + 20
+        while log.read_text().count("Catalog of 3 threads loaded") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        assert stop(process) == 0, log.read_text()
