@@ -37,7 +37,9 @@ SHORT_THREAD = 20
 FINISHED_RUNS = 100  # on the newest threads, so list rows show a run status
 SOAK_SECONDS = 60  # the big store is served at least this long before its RSS is read
 MEMORY_LIMIT_MB = 150
-ROUNDS = 6  # measurements of each side in a comparison
+# Measurements of each side in a comparison. On a shared machine a side's rate moves
+# 2-3x between one two-second window and the next; ten pairs keep the median steady.
+ROUNDS = 10
 
 Side = tuple[Server, str, bool]  # server, path, as htmx
 
@@ -404,7 +406,7 @@ def _gunicorn_shape(server: Server) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--seconds", type=float, default=2.0, help="each wrk measurement (6 rounds a side)"
+        "--seconds", type=float, default=2.0, help=f"each wrk measurement ({ROUNDS} rounds a side)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories")
     parser.add_argument(
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(bench.rows))
     print()
     print(
-        "Ratios of requests/s and p99 are medians over 6 rounds of the two sides measured "
+        f"Ratios of requests/s and p99 are medians over {ROUNDS} rounds of the two sides measured "
         "in turn; the rates shown are each side's mean."
     )
     for note in bench.notes:
