@@ -12,7 +12,8 @@ changes anywhere. Every such change made through Django (signing in or out, the
 generation file in the data directory; each request reads that file (a few
 microseconds) and compares it with the generation its process's entries were loaded
 under. A change that bypasses Django (raw SQL, a queryset `update()` or `delete()`) is
-seen once the entry is older than THREADSITE_AUTH_CACHE_SECONDS.
+seen once the entry is older than THREADSITE_AUTH_CACHE_SECONDS, and so is a session
+reaching its expiry.
 
 What does not change: the session's password hash is still checked on every request
 (django.contrib.auth.get_user does it), so a new password still signs out the other
@@ -47,9 +48,6 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from threadsite.dashboard.permissions import query_can_write
 
 logger = logging.getLogger(__name__)
-
-BACKEND = "threadsite.auth_cache.CachedModelBackend"
-
 
 @dataclass(frozen=True)
 class _User:
