@@ -49,6 +49,7 @@ from threadsite.dashboard.permissions import query_can_write
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class _User:
     values: tuple[Any, ...]  # the user's row, in the order of _field_names()

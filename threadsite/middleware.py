@@ -1,12 +1,19 @@
-"""Store errors become clear pages: a missing record is a 404, a failing disk a 503."""
+"""Store errors become clear pages: a missing record is a 404, a failing disk a 503; and
+an htmx request without a signed-in user sends the whole page to the sign-in page."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
+from django_htmx.http import HttpResponseClientRedirect
 
 from stores import RunNotFound, RunStepNotFound, StoreIOError, ThreadNotFound
 
@@ -33,3 +40,21 @@ class StoreErrorMiddleware:
             response["Retry-After"] = "10"
             return response
         return None
+
+
+class SignInRequiredMiddleware(LoginRequiredMiddleware):
+    """Django's LoginRequiredMiddleware, which also serves htmx: a request made by a page
+    whose session has ended (signed out elsewhere, the account deactivated) would follow
+    the redirect and swap the sign-in page into a part of the page. It gets HX-Redirect
+    instead, so the browser goes to the sign-in page and comes back to the page after."""
+
+    def handle_no_permission(self, request: HttpRequest, view_func: Any) -> HttpResponse:
+        if request.headers.get("HX-Request") != "true":
+            return super().handle_no_permission(request, view_func)
+        page = urlsplit(request.headers.get("HX-Current-URL", ""))
+        same_site = page.netloc == request.get_host() and page.path.startswith("/")
+        back_to = urlunsplit(("", "", page.path, page.query, "")) if same_site else "/"
+        login = redirect_to_login(
+            back_to, resolve_url(self.get_login_url(view_func)), self.redirect_field_name
+        )
+        return HttpResponseClientRedirect(login["Location"])

@@ -66,3 +66,31 @@ def test_signing_out_returns_to_the_login_page(page: Page, live_server, staff_us
     expect(page).to_have_url(re.compile(r"/accounts/login/$"))
     page.goto(f"{live_server.url}/threads/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/threads/$"))
+
+
+def test_a_watched_run_page_goes_to_sign_in_when_the_account_is_deactivated(
+    signed_in_page: Page, live_server, staff_user, password, thread_store
+):
+    """The poll's answer after `deactivate` sends the whole page to the sign-in page,
+    instead of the sign-in form appearing inside the run's live block; signing in again
+    (re-enabled) comes back to the run."""
+    from django.core.management import call_command
+
+    from stores import new_run
+
+    page = signed_in_page
+    thread = thread_store.create_thread(new_thread())
+    run = thread_store.create_run(thread.id, new_run(thread.id))
+    run_path = f"/threads/{thread.id}/runs/{run.id}/"
+    page.goto(f"{live_server.url}{run_path}")
+    expect(page.locator("#run-live")).to_be_visible()
+
+    call_command("deactivate", staff_user.get_username())
+
+    expect(page).to_have_url(re.compile(rf"/accounts/login/\?next={re.escape(run_path)}$"))
+    assert page.locator("#run-live").count() == 0
+    call_command("adduser", staff_user.get_username(), "--role", "staff")
+    page.get_by_label("Username").fill(staff_user.get_username())
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{live_server.url}{run_path}")

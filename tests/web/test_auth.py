@@ -83,3 +83,27 @@ def test_a_form_without_its_csrf_token_gets_a_clear_page(staff_user, password):
     html = response.content.decode()
     assert "<h1>Form expired</h1>" in html
     assert "CSRF verification failed" not in html
+
+
+@pytest.mark.parametrize(
+    ("page", "back_to"),
+    [
+        ("http://testserver/threads/thread_a/runs/run_b/", "/threads/thread_a/runs/run_b/"),
+        ("http://testserver/threads/?q=ticket%3D7", "/threads/%3Fq%3Dticket%253D7"),
+        ("http://elsewhere.example/threads/", "/"),  # never back to another site
+        ("", "/"),
+    ],
+)
+def test_an_htmx_request_whose_session_ended_sends_the_page_to_sign_in(client, page, back_to):
+    """A polling page whose session ended (signed out elsewhere, account deactivated)
+    must not swap the sign-in page into itself: the whole page goes there instead."""
+    headers = {"HX-Request": "true"}
+    if page:
+        headers["HX-Current-URL"] = page
+
+    response = client.get("/threads/thread_a/runs/run_b/", headers=headers)
+
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"/accounts/login/?next={back_to}"
+    assert response.content == b""
+    assert client.get("/threads/thread_a/runs/run_b/").status_code == 302  # without htmx
