@@ -17,9 +17,9 @@ reaching its expiry.
 
 What does not change: the session's password hash is still checked on every request
 (django.contrib.auth.get_user does it), so a new password still signs out the other
-sessions at once; an inactive or deleted account is never served from here; and the
-database stays the record of every session (cached_db), the files under `sessions/`
-sparing it the reads of a process that has not seen a session yet.
+sessions at once; an account deactivated or deleted through Django is refused at its
+next request; and the database stays the record of every session (cached_db), the files
+under `sessions/` sparing it the reads of a process that has not seen a session yet.
 """
 
 from __future__ import annotations
@@ -221,8 +221,10 @@ class SessionStore(CachedDbSessionStore):
         session_changed()
 
     def delete(self, session_key: str | None = None) -> None:
+        deleted = session_key or self.session_key
         super().delete(session_key)
-        session_changed()
+        if deleted is not None:  # a session that never had a key had nothing to delete
+            session_changed()
 
 
 def session_changed() -> None:

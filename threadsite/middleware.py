@@ -13,6 +13,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 
 from stores import RunNotFound, RunStepNotFound, StoreIOError, ThreadNotFound
@@ -52,9 +53,13 @@ class SignInRequiredMiddleware(LoginRequiredMiddleware):
         if request.headers.get("HX-Request") != "true":
             return super().handle_no_permission(request, view_func)
         page = urlsplit(request.headers.get("HX-Current-URL", ""))
-        same_site = page.netloc == request.get_host() and page.path.startswith("/")
-        back_to = urlunsplit(("", "", page.path, page.query, "")) if same_site else "/"
+        back_to = urlunsplit(("", "", page.path, page.query, ""))
+        same_site = page.netloc == request.get_host() and url_has_allowed_host_and_scheme(
+            back_to, allowed_hosts={request.get_host()}
+        )
         login = redirect_to_login(
-            back_to, resolve_url(self.get_login_url(view_func)), self.redirect_field_name
+            back_to if same_site and back_to.startswith("/") else "/",
+            resolve_url(self.get_login_url(view_func)),
+            self.get_redirect_field_name(view_func),
         )
         return HttpResponseClientRedirect(login["Location"])

@@ -88,7 +88,8 @@
  * ("45 s", "2 min 05 s", "1 h 02 min", "3 d 4 h", as the server writes it) and is counted
  * here every second. The server sends an unchanged live block again as it was first
  * rendered, so the count must come from here. data-server-time (the server's clock when
- * the page was rendered) corrects for a wrong clock on this computer.
+ * the page was rendered) and each poll's X-Server-Time header correct for a wrong clock
+ * on this computer.
  */
 (function () {
   "use strict";
@@ -139,8 +140,17 @@
     }
   }
 
-  readOffset(); // once, as the page arrives
+  readOffset(); // as the page arrives
   tick();
+  // Each poll's answer carries the server's clock too (X-Server-Time): a page restored
+  // from the browser's cache has an old data-server-time.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    var serverTime = xhr ? parseFloat(xhr.getResponseHeader("X-Server-Time")) : NaN;
+    if (isFinite(serverTime)) {
+      offset = serverTime - Date.now() / 1000;
+    }
+  });
   // At once for swapped-in content, before it is painted; then every second.
   document.body.addEventListener("htmx:load", tick);
   window.setInterval(tick, 1000);

@@ -55,15 +55,24 @@ def test_deactivating_an_account_signs_it_out_at_the_next_request(
 
 
 def test_the_deactivate_command_signs_the_account_out(
-    staff_client: Client, staff_user: Any
+    staff_client: Client, staff_user: Any, django_user_model: Any
 ) -> None:
     assert staff_client.get(THREADS).status_code == 200
+    colleague = Client()
+    colleague.force_login(django_user_model.objects.create_user("bo", is_staff=True))
     out = io.StringIO()
 
     call_command("deactivate", staff_user.username, stdout=out)
 
     assert "Deactivated account 'ada'" in out.getvalue()
+    assert "Ended 1 session(s)." in out.getvalue()
     assert staff_client.get(THREADS).status_code == 302
+    # Enabled again, the account needs a new sign-in: the old session (and any copy of
+    # its cookie) ended with the deactivation.
+    call_command("adduser", "ada", "--role", "staff", stdout=io.StringIO())
+    assert staff_client.get(THREADS).status_code == 302
+    assert colleague.get(THREADS).status_code == 200  # other accounts' sessions stay
+    call_command("deactivate", "ada", stdout=io.StringIO())
     out = io.StringIO()
     call_command("deactivate", "ada", stdout=out)
     assert "already deactivated" in out.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import os
 import re
@@ -14,9 +15,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -88,13 +90,13 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def gunicorn(data_dir: Path, tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def serving(data_dir: Path, log: Path, *options: str) -> Iterator[str]:
+    """gunicorn with the project's configuration (and `options`); yields its base URL."""
     port = free_port()
-    log = tmp_path / "gunicorn.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "threadsite/gunicorn.conf.py"],
+            [sys.executable, "-m", "gunicorn", "--config", "threadsite/gunicorn.conf.py", *options],
             cwd=BASE_DIR,
             env=server_env(data_dir, PORT=str(port)),
             stdout=out,
@@ -106,6 +108,12 @@ def gunicorn(data_dir: Path, tmp_path: Path) -> Iterator[str]:
         yield base_url
     finally:
         assert stop(process) == 0, log.read_text()
+
+
+@pytest.fixture
+def gunicorn(data_dir: Path, tmp_path: Path) -> Iterator[str]:
+    with serving(data_dir, tmp_path / "gunicorn.log") as base_url:
+        yield base_url
 
 
 def test_gunicorn_serves_pages_static_files_and_sign_in(gunicorn: str, data_dir: Path):
@@ -204,73 +212,96 @@ def sign_in(base_url: str, username: str, password: str) -> tuple[Any, http.cook
     return browser, jar
 
 
-def status_of(browser: Any, url: str) -> tuple[int, str]:
-    """Each call is a new connection, so the kernel spreads them over the processes."""
-    try:
-        with browser.open(url) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as answer:
-        return answer.code, answer.headers.get("Location", "")
+class Pinned:
+    """A keep-alive connection, which stays with the server process that accepted it."""
+
+    def __init__(self, base_url: str) -> None:
+        self.connection = http.client.HTTPConnection(urlsplit(base_url).netloc, timeout=10)
+
+    def get(self, path: str, cookie: str = "") -> tuple[int, str]:
+        """(status, body), or (status, Location) for a redirect."""
+        self.connection.request("GET", path, headers={"Cookie": cookie})
+        response = self.connection.getresponse()
+        body = response.read().decode()
+        return response.status, response.getheader("Location") or body
+
+    def close(self) -> None:
+        self.connection.close()
 
 
-def answering_pids(log: Path, path: str) -> set[str]:
-    """The worker processes that answered GET `path`, from the access log's last field."""
-    line = rf'"GET {re.escape(path)} HTTP/1\.1" \d+ \S+ \S+ <(\d+)>'
-    return set(re.findall(line, log.read_text()))
+def one_connection_per_process(base_url: str, log: Path) -> list[Pinned]:
+    """Keep-alive connections until each of the two processes holds one (at most 40):
+    which process accepts a connection is the kernel's choice."""
+    held: dict[str, Pinned] = {}
+    spare: list[Pinned] = []
+    for probe in range(40):
+        connection = Pinned(base_url)
+        assert connection.get(f"/healthz?probe={probe}")[0] == 200
+        line = rf'"GET /healthz\?probe={probe} HTTP/1\.1" .* <(\d+)>$'
+        deadline = time.monotonic() + 5
+        while not (found := re.search(line, log.read_text(), re.MULTILINE)):
+            assert time.monotonic() < deadline, "the access log never showed the request"
+            time.sleep(0.01)
+        if found.group(1) in held:
+            spare.append(connection)  # kept open meanwhile: its process holds it
+        else:
+            held[found.group(1)] = connection
+        if len(held) == 2:
+            break
+    for connection in spare:
+        connection.close()
+    assert len(held) == 2, "one process accepted all 40 connections"
+    return list(held.values())
 
 
 def test_account_changes_and_sign_outs_reach_every_server_process(
     gunicorn: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    """Each process keeps signed-in users in memory (threadsite/auth_cache.py) and reads
-    sessions through files they share: a change made by a command, or a sign-out in one
-    process, holds in all of them at the next request."""
+    """Each process keeps sessions and signed-in users in memory (threadsite/auth_cache.py):
+    a change made by a command, or a sign-out through one process, holds in all of them
+    at the next request."""
     from stores import ThreadStore, new_thread
 
+    base_url, log = gunicorn, tmp_path / "gunicorn.log"
     password = re.search(r"with password: (\S+)", manage(data_dir, "ensure_staff")).group(1)
     thread = ThreadStore(data_dir / "threads").create_thread(new_thread())
-    path = f"/threads/{thread.id}/"
-    log = tmp_path / "gunicorn.log"
-    side_by_side = ThreadPoolExecutor(max_workers=8)
-
-    def answers(browser: Any, count: int = 16) -> list[tuple[int, str]]:
-        return list(side_by_side.map(lambda _: status_of(browser, gunicorn + path), range(count)))
-
+    page = f"/threads/{thread.id}/"
+    processes = one_connection_per_process(base_url, log)
     try:
-        browser, jar = sign_in(gunicorn, "admin", password)
-        # Both processes load the user: side by side requests until each has answered.
-        for _ in range(25):
-            assert all(code == 200 and 'id="start-run"' in body for code, body in answers(browser))
-            if len(answering_pids(log, path)) == 2:
-                break
-        assert len(answering_pids(log, path)) == 2
+
+        def answers(cookie: str) -> list[tuple[int, str]]:
+            return [process.get(page, cookie) for process in processes]
+
+        _, jar = sign_in(base_url, "admin", password)
+        cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+        # Each process reads the session and the user, and keeps them.
+        assert all(code == 200 and 'id="start-run"' in body for code, body in answers(cookie))
 
         manage(data_dir, "adduser", "admin", "--role", "viewer")
-        read_only = answers(browser)
-        assert all(code == 200 and 'id="start-run"' not in body for code, body in read_only)
+        assert all(code == 200 and 'id="start-run"' not in body for code, body in answers(cookie))
 
         manage(data_dir, "deactivate", "admin")
-        assert set(answers(browser)) == {(302, f"/accounts/login/?next={path}")}
+        assert answers(cookie) == [(302, f"/accounts/login/?next={page}")] * 2
 
-        # Signing out in one process ends the session in all of them, even for a copy
-        # of its cookie kept elsewhere.
+        # Signing out through one process ends the session in all of them, even for a
+        # copy of its cookie kept elsewhere.
         manage(data_dir, "adduser", "admin", "--role", "staff")
-        browser, jar = sign_in(gunicorn, "admin", password)
-        copied = urllib.request.build_opener(NoRedirect)
-        copied.addheaders = [("Cookie", "; ".join(f"{c.name}={c.value}" for c in jar))]
-        assert {code for code, _ in answers(copied)} == {200}
+        browser, jar = sign_in(base_url, "admin", password)
+        cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+        assert [code for code, _ in answers(cookie)] == [200, 200]
         token = next(c.value for c in jar if c.name == "csrftoken")
         sign_out = urllib.request.Request(
-            f"{gunicorn}/accounts/logout/",
+            f"{base_url}/accounts/logout/",
             data=urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode(),
-            headers={"Referer": f"{gunicorn}/"},
+            headers={"Referer": f"{base_url}/"},
         )
         with pytest.raises(urllib.error.HTTPError) as signed_out:
             browser.open(sign_out)
         assert signed_out.value.code == 302
-        assert {code for code, _ in answers(copied)} == {302}
+        assert [code for code, _ in answers(cookie)] == [302, 302]
     finally:
-        side_by_side.shutdown()
+        for process in processes:
+            process.close()
 
 
 def test_each_worker_loads_the_catalog_as_it_starts(data_dir: Path, tmp_path: Path) -> None:

@@ -849,7 +849,7 @@ def test_growing_times_carry_the_moment_the_browser_counts_from(staff_client, th
     assert "data-since" not in html(staff_client.get(detail_url(run), headers=HTMX))
 
 
-def test_a_process_told_to_keep_no_live_blocks_renders_every_poll(thread_store, thread):
+def test_live_blocks_are_kept_per_role_and_worker_state_and_none_with_size_0(thread_store, thread):
     from threadsite.dashboard.runs import LiveBlocks
 
     view = thread_store.run_view(thread.id, start(thread_store, thread.id).id)
@@ -861,3 +861,13 @@ def test_a_process_told_to_keep_no_live_blocks_renders_every_poll(thread_store, 
     assert keeping.get(view, can_write=False, no_worker_alive=False) is None
     assert keeping.get(view, can_write=True, no_worker_alive=True) is None
     assert keeping_none.get(view, can_write=True, no_worker_alive=False) is None
+
+
+def test_every_poll_answer_says_the_servers_clock(staff_client, thread_store, thread):
+    """A block sent again was rendered earlier: the page's clocks count from the time in
+    the header, not from anything in the block."""
+    run = running(thread_store, start(thread_store, thread.id), worker="w1")
+    for _ in range(2):  # rendered, then sent again
+        before = time.time()
+        response = staff_client.get(detail_url(run), headers=HTMX)
+        assert before - 0.01 <= float(response["X-Server-Time"]) <= time.time() + 0.01

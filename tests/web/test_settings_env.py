@@ -160,3 +160,26 @@ def test_manage_py_reports_a_bad_setting_without_a_traceback(tmp_path: Path):
     assert result.returncode == 1
     assert result.stderr.startswith("Configuration error: DJANGO_DEBUG must be true or false")
     assert "Traceback" not in result.stderr
+
+
+def test_live_blocks_setting_reaches_the_run_pages(tmp_path: Path):
+    script = (
+        "import django; django.setup(); "
+        "from threadsite.dashboard.runs import live_blocks; print(live_blocks.size)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=BASE_DIR,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "DJANGO_SETTINGS_MODULE": "threadsite.settings",
+            "THREADSITE_DATA_DIR": str(tmp_path),
+            "THREADSITE_LIVE_BLOCKS": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"

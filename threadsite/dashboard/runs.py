@@ -42,6 +42,8 @@ from .http import HtmxHttpRequest
 from .permissions import can_write, writer_required
 from .runs_forms import StartRunForm
 
+# The poll's answer says the server's clock (epoch seconds) for the clocks in the page.
+SERVER_TIME_HEADER = "X-Server-Time"
 # A cancel request is accepted in these states; `cancelling` is already on its way.
 CANCELLABLE = frozenset({RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.REQUIRES_ACTION})
 # Looking for a finished run's reply, read at most this many messages back from the
@@ -242,7 +244,7 @@ class LiveBlocks:
     store first and compares, so a change made by any process shows at the next poll."""
 
     def __init__(self, size: int) -> None:
-        self._size = size  # 0: keep none
+        self.size = size  # runs; 0: keep none
         self._lock = threading.Lock()
         self._blocks: OrderedDict[tuple[str, str, bool], tuple[RunView, bool, bytes]] = (
             OrderedDict()
@@ -258,13 +260,13 @@ class LiveBlocks:
             return found[2]
 
     def put(self, view: RunView, *, can_write: bool, no_worker_alive: bool, body: bytes) -> None:
-        if not self._size:
+        if not self.size:
             return
         key = (view.run.thread_id, view.run.id, can_write)
         with self._lock:
             self._blocks[key] = (view, no_worker_alive, body)
             self._blocks.move_to_end(key)
-            while len(self._blocks) > self._size:
+            while len(self._blocks) > self.size:
                 self._blocks.popitem(last=False)
 
     def clear(self) -> None:
@@ -282,7 +284,8 @@ def _live_block_response(
     if view.run.status.is_terminal:
         # Asked once (the answer stops the polling), and its reply comes from the log.
         return _run_response(request, store, view, notice=None)
-    writer = can_write(request.user)
+    # The role matters only while the Cancel button can show.
+    writer = view.run.status in CANCELLABLE and can_write(request.user)
     no_worker_alive = view.run.status is RunStatus.QUEUED and not store.live_workers()
     body = live_blocks.get(view, can_write=writer, no_worker_alive=no_worker_alive)
     if body is None:
@@ -290,8 +293,11 @@ def _live_block_response(
         live_blocks.put(
             view, can_write=writer, no_worker_alive=no_worker_alive, body=response.content
         )
-        return response
-    return HttpResponse(body)
+    else:
+        response = HttpResponse(body)
+    # The block may have been rendered a while ago: its clocks count from this.
+    response[SERVER_TIME_HEADER] = _epoch(time.time())
+    return response
 
 
 def run_page(
