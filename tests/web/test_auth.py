@@ -91,6 +91,7 @@ def test_a_form_without_its_csrf_token_gets_a_clear_page(staff_user, password):
         ("http://testserver/threads/thread_a/runs/run_b/", "/threads/thread_a/runs/run_b/"),
         ("http://testserver/threads/?q=ticket%3D7", "/threads/%3Fq%3Dticket%253D7"),
         ("http://elsewhere.example/threads/", "/"),  # never back to another site
+        ("http://testserver//elsewhere.example/x", "/"),  # nor to one named as a path
         ("", "/"),
     ],
 )
