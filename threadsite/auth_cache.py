@@ -42,6 +42,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSessionStore
 from django.core.management.base import CommandError
+from django.core.signals import request_finished, request_started
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
@@ -99,9 +100,32 @@ def _field_names() -> tuple[str, ...]:
     return tuple(field.attname for field in get_user_model()._meta.concrete_fields)
 
 
+_UNREAD = object()
+# The generation this thread read during the request it is serving: the session and then
+# the user are checked against one read of the file, not two.
+_this_request = threading.local()
+
+
+def _request_started(**kwargs: Any) -> None:
+    _this_request.serving, _this_request.generation = True, _UNREAD
+
+
+def _request_finished(**kwargs: Any) -> None:
+    _this_request.serving, _this_request.generation = False, _UNREAD
+
+
 def read_generation() -> bytes | None:
-    """The current generation of sessions and accounts; None when it cannot be read (the
-    caches are then bypassed rather than trusted)."""
+    """The current generation of sessions and accounts, read once per request (and every
+    time outside one); None when it cannot be read (the caches are then bypassed rather
+    than trusted)."""
+    if not getattr(_this_request, "serving", False):
+        return _read_generation_file()
+    if _this_request.generation is _UNREAD:
+        _this_request.generation = _read_generation_file()
+    return _this_request.generation  # type: ignore[no-any-return]
+
+
+def _read_generation_file() -> bytes | None:
     try:
         fd = os.open(settings.THREADSITE_AUTH_GENERATION_FILE, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -125,6 +149,7 @@ def new_generation() -> None:
         with open(temporary, "wb") as file:
             file.write(secrets.token_bytes(16))
         os.replace(temporary, path)
+        _this_request.generation = _UNREAD  # this request changed it: read it again
     except BaseException:
         with suppress(OSError):
             os.unlink(temporary)
@@ -170,6 +195,8 @@ def connect_signals() -> None:
     m2m_changed.connect(
         _account_data_changed, sender=User.groups.through, dispatch_uid="auth-memberships"
     )
+    request_started.connect(_request_started, dispatch_uid="auth-request-started")
+    request_finished.connect(_request_finished, dispatch_uid="auth-request-finished")
 
 
 class CachedModelBackend(ModelBackend):

@@ -225,3 +225,17 @@ def test_a_session_removed_behind_djangos_back_ends_within_the_cache_age(
     monkeypatch.setattr(auth_cache.time, "monotonic", lambda: later)
 
     assert staff_client.get(THREADS).status_code == 302
+
+
+def test_a_request_reads_the_generation_file_once(
+    staff_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session and the user are both checked against it: one read, not two."""
+    assert staff_client.get(THREADS).status_code == 200
+    reads = []
+    read = auth_cache._read_generation_file
+    monkeypatch.setattr(auth_cache, "_read_generation_file", lambda: reads.append(1) or read())
+
+    assert queries_of(staff_client) == (200, 0)
+    assert reads == [1]
+    assert auth_cache.read_generation() is not None and reads == [1, 1]  # outside a request
