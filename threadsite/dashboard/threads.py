@@ -266,22 +266,15 @@ def thread_create(request: HtmxHttpRequest) -> HttpResponse:
 # ------------------------------------------------------------------------- detail
 
 
-@dataclass(frozen=True)
-class MessageRow:
-    """A message as threads/_messages.html shows it: its whole list item, escaped here.
-    A thread page shows 50, and on a long thread they are most of the page's work; in
-    the template each message cost four variables resolved and escaped through Django's
-    lazy-string wrapper, about three times what this f-string costs."""
-
-    message: ThreadMessage
-    html: SafeString  # <li class="msg role-...">heading line and text</li>
-
-
 _slug = functools.lru_cache(maxsize=256)(slugify)
 
 
-def message_rows(thread_id: str, messages: list[ThreadMessage]) -> list[MessageRow]:
-    rows = []
+def message_items(thread_id: str, messages: list[ThreadMessage]) -> list[SafeString]:
+    """Messages as threads/_messages.html shows them: each one's whole list item, escaped
+    here. A thread page shows 50, and on a long thread they are most of the page's work;
+    in the template each message cost four variables resolved and escaped through
+    Django's lazy-string wrapper, about three times what this f-string costs."""
+    items = []
     for message in messages:
         created = datetime.fromtimestamp(message.created_at, tz=UTC)
         run_link = ""
@@ -304,8 +297,8 @@ def message_rows(thread_id: str, messages: list[ThreadMessage]) -> list[MessageR
             f'  <p class="msg-head">{head}</p>\n'
             f'  <div class="msg-text">{escape(message.text)}</div>\n</li>'
         )
-        rows.append(MessageRow(message, mark_safe(html)))
-    return rows
+        items.append(mark_safe(html))
+    return items
 
 
 def _metadata_version(metadata: dict[str, str]) -> str:
@@ -331,7 +324,7 @@ def _detail_context(store: ThreadStore, thread: Thread, **overrides: Any) -> dic
     last_id = page.items[-1].id if page.items else ""
     context: dict[str, Any] = {
         "thread": thread,
-        "thread_messages": message_rows(thread.id, page.items),
+        "thread_messages": message_items(thread.id, page.items),
         "earlier_cursor": page.next_cursor,
         "metadata_version": _metadata_version(thread.metadata),
         "message_form": MessageForm(),
@@ -364,7 +357,7 @@ def thread_detail(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
         last_id = new[-1].id if new else request.GET.get("after", "")
         context = {
             "thread": thread,
-            "new_messages": message_rows(thread.id, new),
+            "new_messages": message_items(thread.id, new),
             **_live_context(store, thread, last_message_id=last_id),
         }
         status = 200 if context["active_run"] else HTMX_STOP_POLLING
@@ -396,7 +389,7 @@ def thread_messages(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
         )
     context = {
         "thread": thread,
-        "thread_messages": message_rows(thread.id, page.items),
+        "thread_messages": message_items(thread.id, page.items),
         "earlier_cursor": page.next_cursor,
     }
     template = "threads/messages.html#older" if request.htmx else "threads/messages.html"
@@ -422,7 +415,7 @@ def _post_message(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
             if request.htmx:
                 context = {
                     "thread": thread,
-                    "posted": message_rows(thread.id, [message]),
+                    "posted": message_items(thread.id, [message]),
                     "message_form": MessageForm(),
                     "last_message_id": message.id,
                 }
