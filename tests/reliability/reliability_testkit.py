@@ -29,7 +29,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from stores import ThreadStore
+from stores import (
+    Run,
+    RunRef,
+    RunStep,
+    Thread,
+    ThreadMessage,
+    ThreadStore,
+    new_message,
+    new_run,
+    new_step,
+    new_thread,
+)
 
 T = TypeVar("T")
 
@@ -437,3 +448,17 @@ def signed_in(base_url: str, username: str = STAFF) -> Client:
 
 def api_client(base_url: str, key: str = API_KEY, timeout: float = 10) -> Client:
     return Client(base_url, key=key, timeout=timeout)
+
+
+def finished_run(store: ThreadStore) -> tuple[Thread, ThreadMessage, Run, RunStep]:
+    """A thread with a message and a run that a worker claimed, stepped and completed:
+    (thread, its first message, the run, its step)."""
+    thread = store.create_thread(new_thread({"k": "v"}))
+    message = store.append_message(thread.id, new_message(thread.id, "user", "hello"))
+    run = store.create_run(thread.id, new_run(thread.id))
+    store.claim_run(
+        RunRef(run_id=run.id, thread_id=thread.id), worker_id="w", lease_seconds=60, run_timeout=60
+    )
+    step = store.append_step(thread.id, run.id, new_step(thread.id, run.id))
+    store.complete_run(thread.id, run.id, new_message(thread.id, "assistant", "hi", run_id=run.id))
+    return thread, message, run, step

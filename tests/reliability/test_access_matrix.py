@@ -17,16 +17,13 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from reliability_testkit import API_KEY, WRONG_KEY, record_figures
+from reliability_testkit import API_KEY, WRONG_KEY, finished_run, record_figures
 
 from stores import (
     AssistantStore,
-    RunRef,
     ThreadStore,
     new_assistant,
-    new_message,
     new_run,
-    new_step,
     new_thread,
 )
 from threadsite import services
@@ -92,14 +89,7 @@ class World:
 
 def build_world(root: Path) -> World:
     store = ThreadStore(root / "threads")
-    thread = store.create_thread(new_thread({"k": "v"}))
-    message = store.append_message(thread.id, new_message(thread.id, "user", "hello"))
-    run = store.create_run(thread.id, new_run(thread.id))
-    store.claim_run(
-        RunRef(run_id=run.id, thread_id=thread.id), worker_id="w", lease_seconds=60, run_timeout=60
-    )
-    step = store.append_step(thread.id, run.id, new_step(thread.id, run.id))
-    store.complete_run(thread.id, run.id, new_message(thread.id, "assistant", "hi", run_id=run.id))
+    thread, message, run, step = finished_run(store)
     busy = store.create_thread(new_thread())
     queued = store.create_run(busy.id, new_run(busy.id))
     assistant = AssistantStore(root / "assistants").create_assistant(new_assistant(model="echo"))

@@ -19,17 +19,13 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from reliability_testkit import API_KEY, REPO_ROOT, Site, record_figures, signed_in
+from reliability_testkit import API_KEY, REPO_ROOT, Site, finished_run, record_figures, signed_in
 
 from stores import (
     AssistantStore,
     RunError,
-    RunRef,
     ThreadStore,
     new_assistant,
-    new_message,
-    new_run,
-    new_step,
     new_thread,
 )
 from threadsite import services
@@ -178,14 +174,7 @@ def world(settings: Any, tmp_path: Path, django_user_model: Any) -> World:
     }
     services.clear_store_cache()
     store = ThreadStore(data_dir / "threads")
-    thread = store.create_thread(new_thread({"k": "v"}))
-    message = store.append_message(thread.id, new_message(thread.id, "user", "hello"))
-    run = store.create_run(thread.id, new_run(thread.id))
-    store.claim_run(
-        RunRef(run_id=run.id, thread_id=thread.id), worker_id="w", lease_seconds=60, run_timeout=60
-    )
-    step = store.append_step(thread.id, run.id, new_step(thread.id, run.id))
-    store.complete_run(thread.id, run.id, new_message(thread.id, "assistant", "hi", run_id=run.id))
+    thread, message, run, step = finished_run(store)
     assistant = AssistantStore(data_dir / "assistants").create_assistant(new_assistant(model="e"))
     # Bait outside the data directory, and symlinks in the store that lead to it.
     bait = tmp_path / "outside"
