@@ -289,3 +289,40 @@ def test_growing_times_count_in_the_browser_even_when_its_clock_is_wrong(
     page.clock.run_for(60_000)
 
     expect(waiting).to_have_text(re.compile(r"^3 min 0[5-9] s$"))
+
+
+def test_a_page_with_an_old_server_time_takes_the_clock_from_its_next_poll(
+    signed_in_page: Page, live_server, thread_store
+):
+    """As a copy from the browser's cache would be: the page says the server's clock was
+    an hour earlier; the first poll's X-Server-Time puts the count right."""
+    page = signed_in_page
+    thread = thread_with_message(thread_store, "nobody will answer: no worker runs")
+    run = new_run(thread.id)
+    run.created_at -= 125
+    run = thread_store.create_run(thread.id, run)
+    url = run_url(live_server, thread.id, run.id)
+
+    def an_hour_old(route) -> None:
+        response = route.fetch()
+        body = re.sub(
+            r'data-server-time="([\d.]+)"',
+            lambda found: f'data-server-time="{float(found.group(1)) - 3600:.3f}"',
+            response.text(),
+        )
+        route.fulfill(response=response, body=body)
+
+    page.route(
+        url,
+        lambda route: (
+            an_hour_old(route)
+            if route.request.headers.get("hx-request") != "true"
+            else route.continue_()
+        ),
+    )
+    page.goto(url)
+
+    waiting = page.locator("#run-live dd[data-since]")
+    # Counted from the old time, the run seems not to have been created yet.
+    expect(waiting).to_have_text("0 s")
+    expect(waiting).to_have_text(re.compile(r"^2 min \d\d s$"), timeout=5_000)  # one poll on
