@@ -79,10 +79,20 @@ class IntegrityReport:
         return [problem for problem in self.problems if problem.kind == kind]
 
 
-def check_store(store: ThreadStore, *, full: bool = False) -> IntegrityReport:
+def check_store(
+    store: ThreadStore,
+    *,
+    full: bool = False,
+    now: float | None = None,
+    journal_lag: float = JOURNAL_LAG_SECONDS,
+) -> IntegrityReport:
     """Walk the store and report what is damaged or left behind. With `full`, also what a
     running service trips over: stuck or unqueued runs, a stale journal, the remains of
-    deleted threads."""
+    deleted threads.
+
+    Leases and the journal are judged as of `now` (default: the time of the call); a
+    record changed less than `journal_lag` seconds before it is not held against the
+    journal, whose line may still be on its way."""
     from .thread_store import (
         LEASE,
         MESSAGES,
@@ -98,7 +108,7 @@ def check_store(store: ThreadStore, *, full: bool = False) -> IntegrityReport:
 
     root = store.root
     report = IntegrityReport()
-    now = time.time()
+    now = time.time() if now is None else now
     runs_seen: list[tuple[Run, Path]] = []
     threads_seen: dict[str, tuple[Thread, Path]] = {}
 
@@ -173,7 +183,13 @@ def check_store(store: ThreadStore, *, full: bool = False) -> IntegrityReport:
     if full:
         _check_runs(store, report, runs_seen, now, lease_name=LEASE, queue_dir=QUEUE_DIR)
         _check_journal(
-            root / STORE_DIR / JOURNAL, report, threads_seen, runs_seen, now, status_name=STATUS
+            root / STORE_DIR / JOURNAL,
+            report,
+            threads_seen,
+            runs_seen,
+            now,
+            lag=journal_lag,
+            status_name=STATUS,
         )
     return report
 
@@ -255,14 +271,16 @@ def _check_journal(
     runs: list[tuple[Run, Path]],
     now: float,
     *,
+    lag: float,
     status_name: str,
 ) -> None:
     """The catalog's journal must tell what the records tell (else overview counts and
-    searches are wrong); records changed in the last few seconds are given time."""
+    searches are wrong); records changed less than `lag` seconds before `now` are given
+    time."""
 
     def settled(path: Path) -> bool:
         try:
-            return now - path.stat().st_mtime >= JOURNAL_LAG_SECONDS
+            return now - path.stat().st_mtime >= lag
         except OSError:
             return False
 
@@ -328,13 +346,21 @@ def _check_log(path: Path, name: str, report: IntegrityReport) -> None:
 
 
 def repair_store(
-    store: ThreadStore, *, grace_seconds: float = TEMP_FILE_GRACE_SECONDS, full: bool = False
+    store: ThreadStore,
+    *,
+    grace_seconds: float = TEMP_FILE_GRACE_SECONDS,
+    full: bool = False,
+    now: float | None = None,
 ) -> list[str]:
     """Remove stale temp files and rebuild the thread index if it misses threads. With
     `full`, also: remove what deleted threads left, set torn message-log lines aside,
     end stuck runs, put unqueued runs back in the queue and rebuild a stale journal.
-    Never deletes a file or line that parses. Returns what was done, one line each."""
-    report = check_store(store, full=full)
+    Never deletes a file or line that parses. Returns what was done, one line each.
+
+    `grace_seconds` is how long a write may still be in flight; it also bounds the
+    journal's lag (0: nothing else runs, so any disagreement is real). `now` is the
+    moment the repair judges by, as for check_store."""
+    report = check_store(store, full=full, now=now, journal_lag=journal_lag_for(grace_seconds))
     done = []
     for problem in report.of_kind("orphan_temp_file"):
         path = store.root / problem.path
@@ -375,6 +401,12 @@ def repair_store(
         events = store.rebuild_journal()
         done.append(f"rebuilt the catalog journal from the records ({events} events)")
     return done
+
+
+def journal_lag_for(grace_seconds: float) -> float:
+    """How long a record may wait for its journal line when writes in flight are given
+    `grace_seconds`."""
+    return max(0.0, min(grace_seconds, JOURNAL_LAG_SECONDS))
 
 
 def _quarantine_torn_lines(store: ThreadStore, log_path: str) -> int:

@@ -266,3 +266,59 @@ def test_the_exit_status_from_the_shell(tmp_path: Path) -> None:
     result = manage(data_dir, "store_check", "--repair")
     assert result.returncode == 0, result.stdout
     assert "set 1 torn line(s)" in result.stdout
+
+
+def test_with_no_grace_a_journal_behind_a_fresh_record_is_rebuilt(
+    thread_store: ThreadStore, threadsite_store_root: Path
+) -> None:
+    # `--grace 0` says nothing else runs: a journal line missing for a record written a
+    # moment ago will never come (its writer died), so it is not given time.
+    thread = thread_store.create_thread(new_thread())
+    run = thread_store.create_run(thread.id, new_run(thread.id))
+    status = threadsite_store_root / thread.id / "runs" / run.id / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "failed"}))
+    (threadsite_store_root / ".threadsite" / "queue" / f"{run.id}.{thread.id}").unlink()
+
+    code, output = store_check()
+    assert code == 0, output  # while writers may run, a fresh record is given time
+
+    code, output = store_check("--repair", "--grace", "0")
+    assert code == 0, output
+    assert "stale_journal (" in output.split("Repair:")[0]
+    assert "rebuilt the catalog journal" in output
+    assert ThreadStore(threadsite_store_root).catalog().runs[run.id].status is RunStatus.FAILED
+
+
+def test_a_record_settling_during_the_repair_does_not_fail_the_check_after_it(
+    thread_store: ThreadStore, threadsite_store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A journal line still on its way when the repair looked, for a record that is old
+    # enough to count by the time the repair is done: the check after the repair must
+    # not report what the repair was right to leave.
+    from stores.integrity import JOURNAL_LAG_SECONDS
+    from threadsite.management.commands import store_check as command
+
+    thread = thread_store.create_thread(new_thread())
+    run = thread_store.create_run(thread.id, new_run(thread.id))
+    status = threadsite_store_root / thread.id / "runs" / run.id / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "failed"}))
+    aged(status, JOURNAL_LAG_SECONDS - 0.5)
+    (threadsite_store_root / ".threadsite" / "queue" / f"{run.id}.{thread.id}").unlink()
+    orphan = threadsite_store_root / thread.id / ".tmp-meta.json-00aa11bb22cc"
+    orphan.write_text("{}")
+    aged(orphan, 3600)  # something for the repair to do
+    real_repair = command.repair_store
+
+    def slow_repair(*args, **kwargs) -> list[str]:
+        done = real_repair(*args, **kwargs)
+        time.sleep(1.0)  # the record settles while the repair finishes
+        return done
+
+    monkeypatch.setattr(command, "repair_store", slow_repair)
+    code, output = store_check("--repair")
+    assert "removed stale temp file" in output
+    assert code == 0, output
+    assert "stale_journal" not in output
+
+    code, output = store_check()  # a later check sees the journal for what it is
+    assert code == 1 and "stale_journal (" in output, output
