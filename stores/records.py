@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 from .ids import new_id
 
@@ -558,6 +558,11 @@ class Draft:
     message_id: str | None = None
 
 
+# What ThreadStore.run_version compares: the inode and change times of a run's
+# directory, its record and its steps directory (None where there is none).
+RunVersion: TypeAlias = tuple[tuple[int, int, int, int] | None, ...]
+
+
 @dataclass(frozen=True)
 class RunView:
     """Everything a run page shows about a run, read together (ThreadStore.run_view)."""
@@ -565,3 +570,6 @@ class RunView:
     run: Run
     steps: list[RunStep]
     draft: Draft | None
+    # ThreadStore.run_version just before the read (None: it could not vouch). Two views
+    # of one run are equal when what they show is, whatever their versions.
+    version: RunVersion | None = field(default=None, compare=False)

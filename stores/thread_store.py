@@ -59,6 +59,7 @@ from .records import (
     RunStep,
     RunStepStatus,
     RunUsage,
+    RunVersion,
     RunView,
     Thread,
     ThreadMessage,
@@ -88,6 +89,10 @@ WORKERS_DIR = "workers"
 TRASH_PREFIX = ".trash-"
 OFFSET_CACHE_SIZE = 4096  # remembered log offsets of recent page cursors
 WORKER_ALIVE_SECONDS = 10.0  # a heartbeat older than this belongs to a dead worker
+# A run directory changed less than this long ago is not vouched for by run_version:
+# a second change within the filesystem's timestamp granularity could leave its stat as
+# it was. (Kernel timestamps lag the clock by a tick, milliseconds; this is ample.)
+RUN_SETTLED_SECONDS = 1.0
 ORPHAN_SCAN_LIMIT = 1000  # log lines read back when ending a run that did not complete
 
 WORKER_LOST = RunError(
@@ -136,6 +141,7 @@ class Page(Generic[T]):
 class ThreadStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
+        self._root_path = str(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / STORE_DIR).mkdir(exist_ok=True)
@@ -1227,12 +1233,43 @@ class ThreadStore:
 
         Raises ThreadNotFound or RunNotFound like get_run, for unknown or unsafe IDs.
         """
+        version = self.run_version(thread_id, run_id)
         with self._reading_run(f"reading run {run_id}", thread_id, run_id) as run_fd:
             run = self._read_run(run_fd)
             steps = self._read_steps(run_fd)
             live = not run.status.is_terminal and run.status is not RunStatus.QUEUED
             draft = self._read_draft(run_fd) if live else None
-        return RunView(run=run, steps=steps, draft=draft)
+        return RunView(run=run, steps=steps, draft=draft, version=version)
+
+    def run_version(self, thread_id: str, run_id: str) -> RunVersion | None:
+        """A value that changes whenever what run_view shows may have: three `stat`s
+        instead of a read, for a page that polls a run that seldom changes.
+
+        Every write to a run's record, steps, draft or lease publishes a file by rename
+        (or link) into the run's directory or its steps directory, which changes that
+        directory's change time, and the record's own inode and times change with it.
+        None when the run cannot be found, or when any of them changed in the last
+        RUN_SETTLED_SECONDS: a second change within one timestamp tick could leave them
+        as they were, so only a settled version is proof that nothing changed since.
+        A view read after this call is at least as new as the version it returned."""
+        if not (is_safe_id(thread_id) and is_safe_id(run_id)):
+            return None
+        run_dir = f"{self._root_path}/{thread_id}/{RUNS}/{run_id}"
+        settled_before = time.time_ns() - int(RUN_SETTLED_SECONDS * 1e9)
+        watched = ((run_dir, True), (f"{run_dir}/{STATUS}", True), (f"{run_dir}/{STEPS}", False))
+        version: list[tuple[int, int, int, int] | None] = []
+        for path, required in watched:
+            try:
+                found = os.stat(path, follow_symlinks=False)
+            except OSError:
+                if required:
+                    return None
+                version.append(None)  # no steps yet: creating them changes run_dir
+                continue
+            if found.st_ctime_ns > settled_before or found.st_mtime_ns > settled_before:
+                return None
+            version.append((found.st_dev, found.st_ino, found.st_ctime_ns, found.st_mtime_ns))
+        return tuple(version)
 
     def read_draft(self, thread_id: str, run_id: str) -> str | None:
         """The text a running run has produced so far, or None."""

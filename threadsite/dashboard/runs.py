@@ -156,10 +156,10 @@ def run_create(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def run_detail(request: HtmxHttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     store = get_store()
-    view = store.run_view(thread_id, run_id)
     if request.htmx:
-        return _live_block_response(request, store, view)
-    return _run_response(request, store, view, notice=None)
+        view = live_blocks.unchanged_view(store, thread_id, run_id)
+        return _live_block_response(request, store, view or store.run_view(thread_id, run_id))
+    return _run_response(request, store, store.run_view(thread_id, run_id), notice=None)
 
 
 @require_POST
@@ -240,8 +240,11 @@ class LiveBlocks:
     """The live blocks this process last sent for the runs being polled, each with the
     run as it was read for it. Between a run's changes every poll reads the same run,
     steps and draft, and gets the same block (the clocks in it count in the browser), so
-    it is sent again instead of rendered again. Each poll still reads the run from the
-    store first and compares, so a change made by any process shows at the next poll."""
+    it is sent again instead of rendered again.
+
+    A poll first asks the store whether the run's files changed since the last read
+    (ThreadStore.run_version, a few `stat`s); only if they may have is the run read
+    again, and then compared, so a change made by any process shows at the next poll."""
 
     def __init__(self, size: int) -> None:
         self.size = size  # runs; 0: keep none
@@ -249,6 +252,16 @@ class LiveBlocks:
         self._blocks: OrderedDict[tuple[str, str, bool], tuple[RunView, bool, bytes]] = (
             OrderedDict()
         )
+        self._views: OrderedDict[tuple[str, str], RunView] = OrderedDict()
+
+    def unchanged_view(self, store: ThreadStore, thread_id: str, run_id: str) -> RunView | None:
+        """The run as last read for a block, if the store vouches that it has not
+        changed since; None means read it again."""
+        with self._lock:
+            view = self._views.get((thread_id, run_id))
+        if view is None or view.version is None:
+            return None
+        return view if store.run_version(thread_id, run_id) == view.version else None
 
     def get(self, view: RunView, *, can_write: bool, no_worker_alive: bool) -> bytes | None:
         key = (view.run.thread_id, view.run.id, can_write)
@@ -257,6 +270,7 @@ class LiveBlocks:
             if found is None or found[0] != view or found[1] != no_worker_alive:
                 return None
             self._blocks.move_to_end(key)
+            self._views[key[:2]] = view  # the same run, perhaps with a newer version
             return found[2]
 
     def put(self, view: RunView, *, can_write: bool, no_worker_alive: bool, body: bytes) -> None:
@@ -268,10 +282,15 @@ class LiveBlocks:
             self._blocks.move_to_end(key)
             while len(self._blocks) > self.size:
                 self._blocks.popitem(last=False)
+            self._views[key[:2]] = view
+            self._views.move_to_end(key[:2])
+            while len(self._views) > self.size:
+                self._views.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
             self._blocks.clear()
+            self._views.clear()
 
 
 live_blocks = LiveBlocks(settings.THREADSITE_LIVE_BLOCKS)

@@ -1,0 +1,139 @@
+"""ThreadStore.run_version: a few `stat`s that change whenever what run_view shows may
+have, so that a page polling an unchanged run need not read it again."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from stores_testkit import make_held_run, make_run, make_step, make_thread
+
+from stores import RunRef, ThreadStore, new_message
+from stores import thread_store as thread_store_module
+
+SETTLE = 0.2  # seconds: RUN_SETTLED_SECONDS while these tests run
+WORKER = "test-worker"  # the worker make_held_run claims runs for
+
+
+@pytest.fixture
+def settles_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(thread_store_module, "RUN_SETTLED_SECONDS", SETTLE)
+
+
+def settled_version(store: ThreadStore, thread_id: str, run_id: str) -> tuple:
+    time.sleep(SETTLE + 0.05)
+    version = store.run_version(thread_id, run_id)
+    assert version is not None
+    return version
+
+
+def test_a_settled_run_keeps_its_version_and_run_view_carries_it(
+    store: ThreadStore, settles_fast: None
+) -> None:
+    thread = make_thread(store)
+    run = make_held_run(store, thread.id)
+    make_step(store, thread.id, run.id)
+    version = settled_version(store, thread.id, run.id)
+
+    assert store.run_version(thread.id, run.id) == version
+    view = store.run_view(thread.id, run.id)
+    assert view.version == version
+    # The version is how a view was read, not what it shows.
+    assert view == store.run_view(thread.id, run.id) and view.version is not None
+
+
+def test_a_run_changed_a_moment_ago_is_not_vouched_for(store: ThreadStore) -> None:
+    # Two changes within one timestamp tick could look like one: until the run has
+    # settled (a second by default), only a fresh read tells.
+    thread = make_thread(store)
+    run = make_held_run(store, thread.id)
+    assert store.run_version(thread.id, run.id) is None
+    assert store.run_view(thread.id, run.id).version is None
+
+
+def _update_status(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    store.update_run_status(thread_id, run_id, "requires_action")
+
+
+def _first_step(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    make_step(store, thread_id, run_id)
+
+
+def _draft(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    store.write_draft(thread_id, run_id, "Echo: Hel", worker_id=WORKER)
+
+
+def _lease(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    ref = RunRef(run_id=run_id, thread_id=thread_id)
+    assert store.renew_lease(ref, worker_id=WORKER, lease_seconds=600)
+
+
+def _complete(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    reply = new_message(thread_id, "assistant", "Echo", run_id=run_id)
+    store.complete_run(thread_id, run_id, reply, worker_id=WORKER)
+
+
+def _record_edited_in_place(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    # Not how the store writes (it replaces files whole), but a person or another
+    # program might: the record's own change time tells.
+    status = root / thread_id / "runs" / run_id / "status.json"
+    record = json.loads(status.read_text())
+    with status.open("r+") as handle:
+        handle.write(json.dumps({**record, "instructions": "edited by hand"}))
+
+
+CHANGES: dict[str, Callable[[ThreadStore, Path, str, str], None]] = {
+    "status": _update_status,
+    "first step": _first_step,
+    "draft": _draft,
+    "lease renewed": _lease,
+    "completed": _complete,
+    "record edited in place": _record_edited_in_place,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_every_change_to_what_the_page_shows_changes_the_version(
+    store: ThreadStore, store_root: Path, settles_fast: None, change: str
+) -> None:
+    thread = make_thread(store)
+    run = make_held_run(store, thread.id)
+    before = settled_version(store, thread.id, run.id)
+
+    CHANGES[change](store, store_root, thread.id, run.id)
+
+    assert store.run_version(thread.id, run.id) is None  # changed a moment ago
+    assert settled_version(store, thread.id, run.id) != before
+
+
+def test_a_step_changing_in_a_run_that_has_steps_changes_the_version(
+    store: ThreadStore, settles_fast: None
+) -> None:
+    thread = make_thread(store)
+    run = make_held_run(store, thread.id)
+    step = make_step(store, thread.id, run.id)
+    before = settled_version(store, thread.id, run.id)
+
+    store.update_step_status(thread.id, run.id, step.id, "completed")
+
+    assert settled_version(store, thread.id, run.id) != before
+
+
+def test_unknown_unsafe_and_deleted_runs_have_no_version(
+    store: ThreadStore, settles_fast: None
+) -> None:
+    thread = make_thread(store)
+    run = make_run(store, thread.id)
+    settled_version(store, thread.id, run.id)
+    assert store.run_version(thread.id, "run_" + "0" * 32) is None
+    assert store.run_version("thread_" + "0" * 32, run.id) is None
+    for bad in ("../x", "a/b", ".hidden", ""):
+        assert store.run_version(bad, run.id) is None
+        assert store.run_version(thread.id, bad) is None
+
+    store.delete_thread(thread.id)
+
+    assert store.run_version(thread.id, run.id) is None
