@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stores import ThreadStore
+from stores.files import filesystem_type
 
 from . import durable, workers
 from .load import CONNECTIONS, LoadResult, ensure_wrk, run_wrk
@@ -53,18 +54,7 @@ class Comparison:
 
 
 def _fs_type(path: Path) -> str:
-    """The filesystem type holding `path` (from /proc/mounts)."""
-    best, kind = "", "unknown"
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return kind
-    resolved = str(path.resolve())
-    for line in mounts:
-        parts = line.split()
-        if len(parts) >= 3 and resolved.startswith(parts[1]) and len(parts[1]) > len(best):
-            best, kind = parts[1], parts[2]
-    return kind
+    return filesystem_type(path) or "unknown"
 
 
 def _memory_dir() -> str | None:

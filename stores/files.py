@@ -26,6 +26,48 @@ _READ_CHUNK = 64 * 1024
 _MISSING = frozenset({errno.ENOENT, errno.ELOOP, errno.ENOTDIR})
 
 
+# Filesystems on which every change to a directory shows in its `stat` at once, to every
+# process: local disks and memory. A network filesystem's client may answer `stat` from
+# a cache for seconds, so there only reading a file tells what it holds now.
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "bcachefs", "tmpfs",
+     "overlay"}
+)  # fmt: skip
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str | None:
+    """The type of the filesystem holding `path` ("ext4", "nfs4", ...), or None where
+    the system does not say (no /proc)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
+            mounts = handle.read().splitlines()
+    except OSError:
+        return None
+    return mount_type(os.path.realpath(path), mounts)
+
+
+def mount_type(path: str, mounts: list[str]) -> str | None:
+    """The type of the innermost mount holding the absolute `path`, from lines in the
+    format of /proc/mounts; of two mounts on one point, the later is the one seen."""
+    found, depth = None, -1
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = _unescape_mount_point(fields[1])
+        inside = point == "/" or path == point or path.startswith(point + "/")
+        if inside and len(point) >= depth:
+            found, depth = fields[2], len(point)
+    return found
+
+
+def _unescape_mount_point(field: str) -> str:
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    for escaped, plain in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(escaped, plain)
+    return field
+
+
 class Missing(Exception):
     """Internal: a path component is absent, a symlink, or of the wrong kind."""
 

@@ -148,6 +148,8 @@ class ThreadStore:
         except OSError as error:
             raise StoreIOError(f"opening the store at {self.root}", error) from error
         self._catalog = Catalog(self.root / STORE_DIR / JOURNAL)
+        # Whether run_version may vouch for a run from `stat`s (see there).
+        self.stats_are_current = files.filesystem_type(self.root) in files.LOCAL_FILESYSTEMS
         # (scope, ID) -> offset of its line in a log, so API paging resumes in place.
         self._offsets: dict[tuple[str, str], int] = {}
         self._offsets_lock = threading.Lock()
@@ -1251,8 +1253,10 @@ class ThreadStore:
         None when the run cannot be found, or when any of them changed in the last
         RUN_SETTLED_SECONDS: a second change within one timestamp tick could leave them
         as they were, so only a settled version is proof that nothing changed since.
+        Always None on a filesystem not known to show every change in `stat` at once
+        (a network filesystem's client may cache what `stat` says).
         A view read after this call is at least as new as the version it returned."""
-        if not (is_safe_id(thread_id) and is_safe_id(run_id)):
+        if not (self.stats_are_current and is_safe_id(thread_id) and is_safe_id(run_id)):
             return None
         run_dir = f"{self._root_path}/{thread_id}/{RUNS}/{run_id}"
         settled_before = time.time_ns() - int(RUN_SETTLED_SECONDS * 1e9)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from stores_testkit import make_held_run, make_run, make_step, make_thread
 
-from stores import RunRef, ThreadStore, new_message
+from stores import RunRef, ThreadStore, files, new_message
 from stores import thread_store as thread_store_module
 
 SETTLE = 0.2  # seconds: RUN_SETTLED_SECONDS while these tests run
@@ -137,3 +137,56 @@ def test_unknown_unsafe_and_deleted_runs_have_no_version(
     store.delete_thread(thread.id)
 
     assert store.run_version(thread.id, run.id) is None
+
+
+MOUNTS = [
+    "proc /proc proc rw,relatime 0 0",
+    "/dev/vda / ext4 rw,relatime 0 0",
+    "tmpfs /dev/shm tmpfs rw,relatime 0 0",
+    "server:/export /srv/data nfs4 rw,relatime 0 0",
+    "/dev/vdb /srv/data/local xfs rw 0 0",
+    "server:/other /srv/data2 nfs rw 0 0",
+    "/dev/vdc /mnt/with\\040space ext4 rw 0 0",
+    "tmpfs /mnt/stacked tmpfs rw 0 0",
+    "host:/share /mnt/stacked cifs rw 0 0",
+    "not a mount line",
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/", "ext4"),
+        ("/home/site/data", "ext4"),
+        ("/dev/shm/bench", "tmpfs"),
+        ("/srv/data", "nfs4"),
+        ("/srv/data/threads", "nfs4"),
+        ("/srv/data/local/threads", "xfs"),  # the innermost mount
+        ("/srv/data2/threads", "nfs"),  # not /srv/data's, whose name it starts with
+        ("/srv/datafile", "ext4"),
+        ("/mnt/with space/threads", "ext4"),
+        ("/mnt/stacked/threads", "cifs"),  # the later of two mounts on one point
+    ],
+)
+def test_the_filesystem_holding_a_path_is_its_innermost_mount(path: str, expected: str) -> None:
+    assert files.mount_type(path, MOUNTS) == expected
+
+
+def test_this_machines_test_directories_are_on_a_local_filesystem(store: ThreadStore) -> None:
+    # What the other tests here rely on: they would prove nothing on a network mount.
+    assert files.filesystem_type(store.root) in files.LOCAL_FILESYSTEMS
+    assert store.stats_are_current
+
+
+def test_on_a_filesystem_not_known_to_be_local_a_run_is_never_vouched_for(
+    store_root: Path, settles_fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "filesystem_type", lambda path: "nfs4")
+    store = ThreadStore(store_root)
+    thread = make_thread(store)
+    run = make_held_run(store, thread.id)
+    time.sleep(SETTLE + 0.05)
+
+    assert not store.stats_are_current
+    assert store.run_version(thread.id, run.id) is None
+    assert store.run_view(thread.id, run.id).version is None
