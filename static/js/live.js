@@ -157,3 +157,101 @@
   // Back/forward cache: the offset still holds (data-server-time does not, by then).
   window.addEventListener("pageshow", tick);
 })();
+
+/*
+ * Problems with requests made in place: htmx swaps nothing when the server answers with
+ * an error or cannot be reached, so without this a failed post, button or poll would
+ * look as if nothing happened. #request-problem (in base.html) says what went wrong: the
+ * heading and text of the server's error page, or a plain sentence. A poll's problem
+ * clears at the next poll that succeeds; a form's or button's stays until the next one
+ * is sent or it is dismissed. What was typed into a form stays where it was.
+ */
+(function () {
+  "use strict";
+
+  var box = document.getElementById("request-problem");
+  if (!box) {
+    return;
+  }
+  var text = box.querySelector("[data-problem-text]");
+  var shownFor = null; // "poll" | "action": what the problem on show came from
+
+  function kind(event) {
+    // The element that made the request: a poll's may have been swapped out by its own
+    // answer, and htmx then tells the element's parent (detail.elt) instead.
+    var detail = event.detail || {};
+    var source = (detail.requestConfig && detail.requestConfig.elt) || detail.elt;
+    return source instanceof Element && source.hasAttribute("data-live") ? "poll" : "action";
+  }
+
+  function show(message, from) {
+    text.textContent = message;
+    shownFor = from;
+    box.hidden = false;
+  }
+
+  function clear(from) {
+    if (shownFor === from) {
+      box.hidden = true;
+      shownFor = null;
+    }
+  }
+
+  function errorPageText(xhr) {
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    if (type.indexOf("text/html") !== 0 || !xhr.responseText) {
+      return "";
+    }
+    // A parsed document runs no scripts; only its text is used.
+    var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+    var heading = page.querySelector("main h1");
+    if (!heading) {
+      return "";
+    }
+    var parts = [heading.textContent.trim() + "."];
+    var paragraphs = page.querySelectorAll("main h1 ~ p");
+    for (var i = 0; i < paragraphs.length; i++) {
+      if (!paragraphs[i].querySelector("a")) {
+        parts.push(paragraphs[i].textContent.trim());
+      }
+    }
+    return parts.join(" ");
+  }
+
+  document.body.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    show(
+      errorPageText(xhr) ||
+        "The server could not do this (error " + xhr.status + "). Try again in a moment.",
+      kind(event)
+    );
+  });
+
+  document.body.addEventListener("htmx:sendError", function (event) {
+    var from = kind(event);
+    show(
+      from === "poll"
+        ? "Lost contact with the server: this page is not being updated. It catches up " +
+            "by itself once the server answers again."
+        : "Could not reach the server. Check the connection, then try again.",
+      from
+    );
+  });
+
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (kind(event) === "action") {
+      clear("action");
+    }
+  });
+
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful && kind(event) === "poll") {
+      clear("poll");
+    }
+  });
+
+  box.querySelector("[data-problem-dismiss]").addEventListener("click", function () {
+    box.hidden = true;
+    shownFor = null;
+  });
+})();
