@@ -26,6 +26,7 @@ from .integrity import IntegrityReport, Problem
 from .preflight import check_store_directory
 from .records import (
     Draft,
+    FilesVersion,
     Lease,
     Run,
     RunError,
@@ -34,7 +35,6 @@ from .records import (
     RunStep,
     RunStepStatus,
     RunUsage,
-    RunVersion,
     RunView,
     Thread,
     ThreadMessage,
@@ -62,6 +62,7 @@ __all__ = [
     "Catalog",
     "CorruptRecord",
     "Draft",
+    "FilesVersion",
     "HourBucket",
     "IntegrityReport",
     "Lease",
@@ -81,7 +82,6 @@ __all__ = [
     "RunStepStatus",
     "RunSummary",
     "RunUsage",
-    "RunVersion",
     "RunView",
     "StoreError",
     "StoreIOError",

@@ -558,9 +558,9 @@ class Draft:
     message_id: str | None = None
 
 
-# What ThreadStore.run_version compares: the inode and change times of a run's
-# directory, its record and its steps directory (None where there is none).
-RunVersion: TypeAlias = tuple[tuple[int, int, int, int] | None, ...]
+# What ThreadStore.run_version and messages_version compare: the device, inode, change
+# times and size of each file or directory watched (None where there is none).
+FilesVersion: TypeAlias = tuple[tuple[int, int, int, int, int] | None, ...]
 
 
 @dataclass(frozen=True)
@@ -572,4 +572,4 @@ class RunView:
     draft: Draft | None
     # ThreadStore.run_version just before the read (None: it could not vouch). Two views
     # of one run are equal when what they show is, whatever their versions.
-    version: RunVersion | None = field(default=None, compare=False)
+    version: FilesVersion | None = field(default=None, compare=False)

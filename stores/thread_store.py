@@ -51,6 +51,7 @@ from .records import (
     INCOMPLETE_REASONS,
     STATUS_TIMESTAMP_FIELD,
     Draft,
+    FilesVersion,
     Lease,
     Run,
     RunError,
@@ -59,7 +60,6 @@ from .records import (
     RunStep,
     RunStepStatus,
     RunUsage,
-    RunVersion,
     RunView,
     Thread,
     ThreadMessage,
@@ -89,10 +89,11 @@ WORKERS_DIR = "workers"
 TRASH_PREFIX = ".trash-"
 OFFSET_CACHE_SIZE = 4096  # remembered log offsets of recent page cursors
 WORKER_ALIVE_SECONDS = 10.0  # a heartbeat older than this belongs to a dead worker
-# A run directory changed less than this long ago is not vouched for by run_version:
-# a second change within the filesystem's timestamp granularity could leave its stat as
-# it was. (Kernel timestamps lag the clock by a tick, milliseconds; this is ample.)
-RUN_SETTLED_SECONDS = 1.0
+# A file or directory changed less than this long ago is not vouched for by run_version
+# or messages_version: a second change within the filesystem's timestamp granularity
+# could leave its stat as it was. (Kernel timestamps lag the clock by a tick,
+# milliseconds; this is ample.)
+STAT_SETTLED_SECONDS = 1.0
 ORPHAN_SCAN_LIMIT = 1000  # log lines read back when ending a run that did not complete
 
 WORKER_LOST = RunError(
@@ -1243,36 +1244,56 @@ class ThreadStore:
             draft = self._read_draft(run_fd) if live else None
         return RunView(run=run, steps=steps, draft=draft, version=version)
 
-    def run_version(self, thread_id: str, run_id: str) -> RunVersion | None:
+    def run_version(self, thread_id: str, run_id: str) -> FilesVersion | None:
         """A value that changes whenever what run_view shows may have: three `stat`s
         instead of a read, for a page that polls a run that seldom changes.
 
         Every write to a run's record, steps, draft or lease publishes a file by rename
         (or link) into the run's directory or its steps directory, which changes that
         directory's change time, and the record's own inode and times change with it.
-        None when the run cannot be found, or when any of them changed in the last
-        RUN_SETTLED_SECONDS: a second change within one timestamp tick could leave them
-        as they were, so only a settled version is proof that nothing changed since.
-        Always None on a filesystem not known to show every change in `stat` at once
-        (a network filesystem's client may cache what `stat` says).
-        A view read after this call is at least as new as the version it returned."""
-        if not (self.stats_are_current and is_safe_id(thread_id) and is_safe_id(run_id)):
+        None when the run cannot be found, or when any of them changed too recently to
+        tell (see _settled_version). A view read after this call is at least as new as
+        the version it returned."""
+        if not (is_safe_id(thread_id) and is_safe_id(run_id)):
             return None
         run_dir = f"{self._root_path}/{thread_id}/{RUNS}/{run_id}"
-        settled_before = time.time_ns() - int(RUN_SETTLED_SECONDS * 1e9)
-        watched = ((run_dir, True), (f"{run_dir}/{STATUS}", True), (f"{run_dir}/{STEPS}", False))
-        version: list[tuple[int, int, int, int] | None] = []
+        return self._settled_version(
+            ((run_dir, True), (f"{run_dir}/{STATUS}", True), (f"{run_dir}/{STEPS}", False))
+        )
+
+    def messages_version(self, thread_id: str) -> FilesVersion | None:
+        """A value that changes whenever the thread's messages may have: one `stat` of
+        its log, which only ever grows (or is replaced whole by store_check's repair).
+        None for an unknown thread, or one whose log changed too recently to tell. A read
+        after this call is at least as new as the version it returned."""
+        if not is_safe_id(thread_id):
+            return None
+        return self._settled_version(((f"{self._root_path}/{thread_id}/{MESSAGES}", True),))
+
+    def _settled_version(self, watched: Iterable[tuple[str, bool]]) -> FilesVersion | None:
+        """The `stat`s of the `watched` (path, required) entries, or None when a required
+        one is missing or any changed in the last STAT_SETTLED_SECONDS: a second change
+        within one timestamp tick could leave them as they were, so only a settled
+        version is proof that nothing changed since. Always None on a filesystem not
+        known to show every change in `stat` at once (a network filesystem's client may
+        answer from a cache)."""
+        if not self.stats_are_current:
+            return None
+        settled_before = time.time_ns() - int(STAT_SETTLED_SECONDS * 1e9)
+        version: list[tuple[int, int, int, int, int] | None] = []
         for path, required in watched:
             try:
                 found = os.stat(path, follow_symlinks=False)
             except OSError:
                 if required:
                     return None
-                version.append(None)  # no steps yet: creating them changes run_dir
+                version.append(None)  # e.g. no steps yet: creating them changes the parent
                 continue
             if found.st_ctime_ns > settled_before or found.st_mtime_ns > settled_before:
                 return None
-            version.append((found.st_dev, found.st_ino, found.st_ctime_ns, found.st_mtime_ns))
+            version.append(
+                (found.st_dev, found.st_ino, found.st_ctime_ns, found.st_mtime_ns, found.st_size)
+            )
         return tuple(version)
 
     def read_draft(self, thread_id: str, run_id: str) -> str | None:

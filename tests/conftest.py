@@ -64,12 +64,14 @@ def fast_password_hashing(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def process_caches(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
     """Each test starts with this process's caches empty: its own session files and
-    account generation file, no users cached from an earlier test, no live blocks."""
+    account generation file, no users cached from an earlier test, no live blocks, no
+    kept messages."""
     if not request.config.pluginmanager.hasplugin("django"):
         yield
         return
     from threadsite import auth_cache
     from threadsite.dashboard.runs import live_blocks
+    from threadsite.dashboard.threads import kept_messages
 
     settings = request.getfixturevalue("settings")
     settings.THREADSITE_AUTH_GENERATION_FILE = tmp_path / "auth-generation"
@@ -79,9 +81,11 @@ def process_caches(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[N
     }
     auth_cache.forget_all()
     live_blocks.clear()
+    kept_messages.clear()
     yield
     auth_cache.forget_all()
     live_blocks.clear()
+    kept_messages.clear()
 
 
 @pytest.fixture

@@ -783,7 +783,7 @@ def runs_settle_fast(monkeypatch):
     """Runs settle (ThreadStore.run_version vouches for them) after 0.2 s, not 1 s."""
     from stores import thread_store as thread_store_module
 
-    monkeypatch.setattr(thread_store_module, "RUN_SETTLED_SECONDS", 0.2)
+    monkeypatch.setattr(thread_store_module, "STAT_SETTLED_SECONDS", 0.2)
     return 0.25  # seconds to wait for a run to settle
 
 

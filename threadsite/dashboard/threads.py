@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
@@ -25,7 +27,9 @@ from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget
 
 from stores import (
     Catalog,
+    FilesVersion,
     InvalidCursor,
+    Page,
     Run,
     RunStatus,
     Thread,
@@ -48,6 +52,7 @@ from .runs_forms import StartRunForm
 THREADS_PER_PAGE = 50
 MESSAGES_PER_PAGE = 50
 RUNS_SHOWN = 20
+KEPT_THREADS = 64  # threads whose newest messages a process keeps, read and formatted
 METADATA_PAIRS_SHOWN = 3
 METADATA_VALUE_CHARS = 80  # a longer value is cut, with an ellipsis
 PREVIEW_CHARS = 120
@@ -319,12 +324,59 @@ def _live_context(store: ThreadStore, thread: Thread, *, last_message_id: str) -
     }
 
 
+@dataclass(frozen=True)
+class LatestMessages:
+    """A thread's newest page of messages, read and formatted for the thread page."""
+
+    page: Page[ThreadMessage]
+    items: list[SafeString]  # message_items(page.items)
+
+
+class KeptMessages:
+    """The newest page of messages of the threads this process showed last, kept while
+    the store vouches that the thread's log has not changed since it was read
+    (ThreadStore.messages_version, one `stat`). A long thread's page then costs what a
+    short one's does, and the page's poll while a run is active does not read and parse
+    50 messages every 2 seconds. A message posted by any process changes the log, so it
+    shows at the next load or poll."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size  # threads
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[str, tuple[FilesVersion, LatestMessages]] = OrderedDict()
+
+    def latest(self, store: ThreadStore, thread_id: str) -> LatestMessages:
+        version = store.messages_version(thread_id)  # before the read: see there
+        with self._lock:
+            found = self._kept.get(thread_id)
+            if found is not None and version is not None and found[0] == version:
+                self._kept.move_to_end(thread_id)
+                return found[1]
+        page = store.latest_messages(thread_id, limit=MESSAGES_PER_PAGE)
+        latest = LatestMessages(page, message_items(thread_id, page.items))
+        if version is not None:
+            with self._lock:
+                self._kept[thread_id] = (version, latest)
+                self._kept.move_to_end(thread_id)
+                while len(self._kept) > self.size:
+                    self._kept.popitem(last=False)
+        return latest
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+kept_messages = KeptMessages(KEPT_THREADS)
+
+
 def _detail_context(store: ThreadStore, thread: Thread, **overrides: Any) -> dict[str, Any]:
-    page = store.latest_messages(thread.id, limit=MESSAGES_PER_PAGE)
+    latest = kept_messages.latest(store, thread.id)
+    page = latest.page
     last_id = page.items[-1].id if page.items else ""
     context: dict[str, Any] = {
         "thread": thread,
-        "thread_messages": message_items(thread.id, page.items),
+        "thread_messages": latest.items,
         "earlier_cursor": page.next_cursor,
         "metadata_version": _metadata_version(thread.metadata),
         "message_form": MessageForm(),
@@ -336,13 +388,15 @@ def _detail_context(store: ThreadStore, thread: Thread, **overrides: Any) -> dic
     return context
 
 
-def _messages_after(store: ThreadStore, thread_id: str, after: str) -> list[ThreadMessage]:
-    """Messages newer than the one with ID `after` (the newest the page shows)."""
-    latest = store.latest_messages(thread_id, limit=MESSAGES_PER_PAGE).items
-    ids = [message.id for message in latest]
-    if after in ids:
-        return latest[ids.index(after) + 1 :]
-    return latest
+def _messages_after(
+    store: ThreadStore, thread_id: str, after: str
+) -> tuple[list[ThreadMessage], list[SafeString]]:
+    """Messages newer than the one with ID `after` (the newest the page shows), and
+    their list items."""
+    latest = kept_messages.latest(store, thread_id)
+    ids = [message.id for message in latest.page.items]
+    start = ids.index(after) + 1 if after in ids else 0
+    return latest.page.items[start:], latest.items[start:]
 
 
 @require_GET
@@ -353,11 +407,11 @@ def thread_detail(request: HtmxHttpRequest, thread_id: str) -> HttpResponse:
     if request.htmx:
         # The runs panel polling while a run is active: its status, plus any messages
         # that appeared since (the run's reply) appended to the list.
-        new = _messages_after(store, thread.id, request.GET.get("after", ""))
+        new, new_items = _messages_after(store, thread.id, request.GET.get("after", ""))
         last_id = new[-1].id if new else request.GET.get("after", "")
         context = {
             "thread": thread,
-            "new_messages": message_items(thread.id, new),
+            "new_messages": new_items,
             **_live_context(store, thread, last_message_id=last_id),
         }
         status = 200 if context["active_run"] else HTMX_STOP_POLLING

@@ -1,5 +1,6 @@
-"""ThreadStore.run_version: a few `stat`s that change whenever what run_view shows may
-have, so that a page polling an unchanged run need not read it again."""
+"""ThreadStore.run_version and messages_version: a few `stat`s that change whenever what
+a page shows of a run, or of a thread's messages, may have, so that a page asked for
+again need not read them again."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from stores_testkit import make_held_run, make_run, make_step, make_thread
 from stores import RunRef, ThreadStore, files, new_message
 from stores import thread_store as thread_store_module
 
-SETTLE = 0.2  # seconds: RUN_SETTLED_SECONDS while these tests run
+SETTLE = 0.2  # seconds: STAT_SETTLED_SECONDS while these tests run
 WORKER = "test-worker"  # the worker make_held_run claims runs for
 
 
 @pytest.fixture
 def settles_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(thread_store_module, "RUN_SETTLED_SECONDS", SETTLE)
+    monkeypatch.setattr(thread_store_module, "STAT_SETTLED_SECONDS", SETTLE)
 
 
 def settled_version(store: ThreadStore, thread_id: str, run_id: str) -> tuple:
@@ -190,3 +191,53 @@ def test_on_a_filesystem_not_known_to_be_local_a_run_is_never_vouched_for(
     assert not store.stats_are_current
     assert store.run_version(thread.id, run.id) is None
     assert store.run_view(thread.id, run.id).version is None
+
+
+# --------------------------------------------------------------------- messages_version
+
+
+def test_a_threads_log_keeps_its_version_until_a_message_is_appended(
+    store: ThreadStore, settles_fast: None
+) -> None:
+    thread = make_thread(store)
+    store.append_message(thread.id, new_message(thread.id, "user", "first"))
+    before = store.messages_version(thread.id)
+    assert before is None  # appended a moment ago
+    time.sleep(SETTLE + 0.05)
+    before = store.messages_version(thread.id)
+    assert before is not None
+    assert store.messages_version(thread.id) == before
+
+    store.append_message(thread.id, new_message(thread.id, "user", "second"))
+
+    assert store.messages_version(thread.id) is None
+    time.sleep(SETTLE + 0.05)
+    assert store.messages_version(thread.id) not in (None, before)
+
+
+def test_a_log_replaced_whole_with_as_many_bytes_changes_the_version(
+    store: ThreadStore, store_root: Path, settles_fast: None
+) -> None:
+    # What store_check's repair does to a log with torn lines: a new file, renamed over.
+    thread = make_thread(store)
+    store.append_message(thread.id, new_message(thread.id, "user", "first"))
+    log = store_root / thread.id / "messages.jsonl"
+    time.sleep(SETTLE + 0.05)
+    before = store.messages_version(thread.id)
+    replacement = log.with_name(".tmp-replacement")
+    replacement.write_bytes(log.read_bytes().replace(b"first", b"FIRST"))
+    replacement.rename(log)
+    time.sleep(SETTLE + 0.05)
+    assert store.messages_version(thread.id) not in (None, before)
+
+
+def test_unknown_and_unsafe_threads_have_no_messages_version(
+    store: ThreadStore, settles_fast: None
+) -> None:
+    thread = make_thread(store)
+    time.sleep(SETTLE + 0.05)
+    assert store.messages_version("thread_" + "0" * 32) is None
+    for bad in ("../x", "a/b", ".hidden", ""):
+        assert store.messages_version(bad) is None
+    store.delete_thread(thread.id)
+    assert store.messages_version(thread.id) is None
