@@ -39,8 +39,10 @@ FINISHED_RUNS = 100  # on the newest threads, so list rows show a run status
 SOAK_SECONDS = 60  # the big store is served at least this long before its RSS is read
 MEMORY_LIMIT_MB = 150
 # Measurements of each side in a comparison. On a shared machine a side's rate moves
-# 2-3x between one two-second window and the next; ten pairs keep the median steady.
-ROUNDS = 10
+# 2-3x between one window and the next, and so does a single round's ratio (0.3x-2x for
+# the poll): the median of ten pairs still moved 0.5x-1.4x between runs of one tree.
+# Thirty pairs of one second each, the two sides a second apart, narrow that.
+ROUNDS = 30
 
 Side = tuple[Server, str, bool]  # server, path, as htmx
 
@@ -396,7 +398,7 @@ def _gunicorn_shape(server: Server) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--seconds", type=float, default=2.0, help=f"each wrk measurement ({ROUNDS} rounds a side)"
+        "--seconds", type=float, default=1.0, help=f"each wrk measurement ({ROUNDS} rounds a side)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories")
     parser.add_argument(
