@@ -121,7 +121,10 @@ class OpenWatch:
 
 def allowed_roots(data_dir: Path) -> list[str]:
     roots = {data_dir, REPO_ROOT, Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
-    return [str(root.resolve()) for root in roots] + ["/dev/urandom", "/etc/localtime"]
+    # Fixed system files: randomness, the time zone, and the mount table (a store asks
+    # once which filesystem it is on).
+    system = ["/dev/urandom", "/etc/localtime", str(Path("/proc/self/mounts").resolve())]
+    return [str(root.resolve()) for root in roots] + system
 
 
 def outside(seen: list[tuple[str, Any]], roots: list[str]) -> list[str]:
