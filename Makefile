@@ -17,7 +17,7 @@ help:
 	@echo "make torture          the reliability suites with far larger counts (500 kills; slow)"
 	@echo "make lint             ruff check and ruff format --check"
 	@echo "make format           apply ruff's fixes and formatting"
-	@echo "make bench            measure the performance targets (docs/performance.md; ~4 min)"
+	@echo "make bench            measure the performance targets (docs/performance.md; ~7 min)"
 
 # The virtualenv, and one stamp per requirements set: pip runs again only when a
 # requirements file is newer than its stamp.
