@@ -3,8 +3,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,32 @@ def staff_user(django_user_model, password: str):
 def staff_client(client, staff_user):
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+def stats_settle_fast(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The store vouches for files left unchanged for 0.2 s, not 1 s (run_version,
+    messages_version). Returns how long to wait for files to settle."""
+    from stores import thread_store as thread_store_module
+
+    monkeypatch.setattr(thread_store_module, "STAT_SETTLED_SECONDS", 0.2)
+    return 0.25
+
+
+@pytest.fixture
+def store_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[tuple[Any, ...]]]:
+    """store_calls("run_view") records, from then on, the arguments of every call of that
+    ThreadStore method (by any store object), and returns the list it records into."""
+
+    def watch(name: str) -> list[tuple[Any, ...]]:
+        calls: list[tuple[Any, ...]] = []
+        real = getattr(ThreadStore, name)
+
+        def recording(store: ThreadStore, *args: Any, **kwargs: Any) -> Any:
+            calls.append(args)
+            return real(store, *args, **kwargs)
+
+        monkeypatch.setattr(ThreadStore, name, recording)
+        return calls
+
+    return watch

@@ -42,6 +42,18 @@ def aged(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
+def failed_behind_the_stores_back(store: ThreadStore, root: Path) -> tuple[str, str, Path]:
+    """A run whose record says `failed` without the journal knowing: its status.json
+    rewritten behind the store's back (and out of the work queue, as a failed run is).
+    Returns the thread ID, the run ID and the record's path."""
+    thread = store.create_thread(new_thread())
+    run = store.create_run(thread.id, new_run(thread.id))
+    status = root / thread.id / "runs" / run.id / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "failed"}))
+    (root / ".threadsite" / "queue" / f"{run.id}.{thread.id}").unlink()
+    return thread.id, run.id, status
+
+
 DATA_FILES = ("meta.json", "messages.jsonl", "status.json")
 
 
@@ -150,13 +162,8 @@ def test_every_problem_is_reported_and_repair_fixes_what_it_can(
     (root / ".trash-thread_gone-1a2b3c4d" / "runs").mkdir(parents=True)
     damaged = store.create_thread(new_thread())
     (root / damaged.id / "meta.json").write_text('{"id": ')
-    behind = store.create_thread(new_thread())
-    behind_run = store.create_run(behind.id, new_run(behind.id))
-    status_path = root / behind.id / "runs" / behind_run.id / "status.json"
-    record = json.loads(status_path.read_text())
-    status_path.write_text(json.dumps({**record, "status": "failed"}))
+    _, behind_run, status_path = failed_behind_the_stores_back(store, root)
     aged(status_path, 60)
-    (root / ".threadsite" / "queue" / f"{behind_run.id}.{behind.id}").unlink()
     before = parsing_files(root)
 
     code, output = store_check()
@@ -200,7 +207,7 @@ def test_every_problem_is_reported_and_repair_fixes_what_it_can(
     # Disposable things went, young temp files stayed, the journal tells the truth.
     assert not old_temp.exists() and young_temp.exists()
     assert not (root / ".trash-thread_gone-1a2b3c4d").exists()
-    assert store.catalog().runs[behind_run.id].status is RunStatus.FAILED
+    assert store.catalog().runs[behind_run].status is RunStatus.FAILED
     # Nothing that parsed was deleted (the journal and logs were rewritten, not lost).
     after_files = parsing_files(root)
     for path, digest in before.items():
@@ -273,11 +280,7 @@ def test_with_no_grace_a_journal_behind_a_fresh_record_is_rebuilt(
 ) -> None:
     # `--grace 0` says nothing else runs: a journal line missing for a record written a
     # moment ago will never come (its writer died), so it is not given time.
-    thread = thread_store.create_thread(new_thread())
-    run = thread_store.create_run(thread.id, new_run(thread.id))
-    status = threadsite_store_root / thread.id / "runs" / run.id / "status.json"
-    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "failed"}))
-    (threadsite_store_root / ".threadsite" / "queue" / f"{run.id}.{thread.id}").unlink()
+    _, run_id, _ = failed_behind_the_stores_back(thread_store, threadsite_store_root)
 
     code, output = store_check()
     assert code == 0, output  # while writers may run, a fresh record is given time
@@ -286,7 +289,7 @@ def test_with_no_grace_a_journal_behind_a_fresh_record_is_rebuilt(
     assert code == 0, output
     assert "stale_journal (" in output.split("Repair:")[0]
     assert "rebuilt the catalog journal" in output
-    assert ThreadStore(threadsite_store_root).catalog().runs[run.id].status is RunStatus.FAILED
+    assert ThreadStore(threadsite_store_root).catalog().runs[run_id].status is RunStatus.FAILED
 
 
 def test_a_record_settling_during_the_repair_does_not_fail_the_check_after_it(
@@ -298,13 +301,9 @@ def test_a_record_settling_during_the_repair_does_not_fail_the_check_after_it(
     from stores.integrity import JOURNAL_LAG_SECONDS
     from threadsite.management.commands import store_check as command
 
-    thread = thread_store.create_thread(new_thread())
-    run = thread_store.create_run(thread.id, new_run(thread.id))
-    status = threadsite_store_root / thread.id / "runs" / run.id / "status.json"
-    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "failed"}))
+    thread_id, _, status = failed_behind_the_stores_back(thread_store, threadsite_store_root)
     aged(status, JOURNAL_LAG_SECONDS - 0.5)
-    (threadsite_store_root / ".threadsite" / "queue" / f"{run.id}.{thread.id}").unlink()
-    orphan = threadsite_store_root / thread.id / ".tmp-meta.json-00aa11bb22cc"
+    orphan = threadsite_store_root / thread_id / ".tmp-meta.json-00aa11bb22cc"
     orphan.write_text("{}")
     aged(orphan, 3600)  # something for the repair to do
     real_repair = command.repair_store

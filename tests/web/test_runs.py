@@ -778,34 +778,13 @@ def test_an_unchanged_run_gets_the_same_block_without_rendering_it_again(
     assert "HX-Request" in again["Vary"]
 
 
-@pytest.fixture
-def runs_settle_fast(monkeypatch):
-    """Runs settle (ThreadStore.run_version vouches for them) after 0.2 s, not 1 s."""
-    from stores import thread_store as thread_store_module
-
-    monkeypatch.setattr(thread_store_module, "STAT_SETTLED_SECONDS", 0.2)
-    return 0.25  # seconds to wait for a run to settle
-
-
-def counting_run_reads(monkeypatch) -> list[str]:
-    reads: list[str] = []
-    real_run_view = ThreadStore.run_view
-
-    def run_view(store, thread_id, run_id):
-        reads.append(run_id)
-        return real_run_view(store, thread_id, run_id)
-
-    monkeypatch.setattr(ThreadStore, "run_view", run_view)
-    return reads
-
-
 def test_a_settled_unchanged_run_is_not_read_again(
-    staff_client, thread_store, thread, runs_settle_fast, monkeypatch
+    staff_client, thread_store, thread, stats_settle_fast, store_calls
 ):
     run = running(thread_store, start(thread_store, thread.id), worker="w1")
-    time.sleep(runs_settle_fast)
+    time.sleep(stats_settle_fast)
     first = html(staff_client.get(detail_url(run), headers=HTMX))
-    reads = counting_run_reads(monkeypatch)
+    reads = store_calls("run_view")
 
     for _ in range(3):
         again = staff_client.get(detail_url(run), headers=HTMX)
@@ -813,7 +792,7 @@ def test_a_settled_unchanged_run_is_not_read_again(
 
     assert reads == []
     full_page = staff_client.get(detail_url(run))  # the page itself always reads
-    assert full_page.status_code == 200 and reads == [run.id]
+    assert full_page.status_code == 200 and reads == [(thread.id, run.id)]
 
 
 @pytest.mark.parametrize("settled", [False, True], ids=["fresh", "settled"])
@@ -822,15 +801,15 @@ def test_a_settled_unchanged_run_is_not_read_again(
     ["draft", "step", "status", "worker-ends-it"],
 )
 def test_any_change_to_the_run_shows_at_the_next_poll(
-    staff_client, thread_store, thread, settings, change, settled, runs_settle_fast, monkeypatch
+    staff_client, thread_store, thread, settings, change, settled, stats_settle_fast, store_calls
 ):
     run = running(thread_store, start(thread_store, thread.id), worker="w1")
     thread_store.write_draft(thread.id, run.id, "Echo: Hel", worker_id="w1")
     assert "Echo: Hel" in html(staff_client.get(detail_url(run), headers=HTMX))
     if settled:  # the next poll reads it once more, and the one after not at all
-        time.sleep(runs_settle_fast)
+        time.sleep(stats_settle_fast)
         staff_client.get(detail_url(run), headers=HTMX)
-        reads = counting_run_reads(monkeypatch)
+        reads = store_calls("run_view")
         assert "Echo: Hel" in html(staff_client.get(detail_url(run), headers=HTMX))
         assert reads == []
     elsewhere = ThreadStore(settings.THREADSITE_STORE_ROOT)  # as another process would

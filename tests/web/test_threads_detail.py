@@ -314,38 +314,15 @@ def test_viewers_poll_too(viewer_client, thread_store):
 # ------------------------------------ the newest messages, kept while the log is unchanged
 
 
-@pytest.fixture
-def logs_settle_fast(monkeypatch):
-    """The store vouches for a log unchanged for 0.2 s, not 1 s."""
-    from stores import thread_store as thread_store_module
-
-    monkeypatch.setattr(thread_store_module, "STAT_SETTLED_SECONDS", 0.2)
-    return 0.25  # seconds to wait for a log to settle
-
-
-def counting_message_reads(monkeypatch) -> list[str]:
-    from stores import ThreadStore
-
-    reads: list[str] = []
-    real = ThreadStore.latest_messages
-
-    def latest_messages(store, thread_id, **kwargs):
-        reads.append(thread_id)
-        return real(store, thread_id, **kwargs)
-
-    monkeypatch.setattr(ThreadStore, "latest_messages", latest_messages)
-    return reads
-
-
 def test_an_unchanged_threads_messages_are_not_read_again(
-    staff_client, thread_store, logs_settle_fast, monkeypatch
+    staff_client, thread_store, stats_settle_fast, store_calls
 ):
     thread = thread_store.create_thread(new_thread())
     for i in range(60):
         thread_store.append_message(thread.id, new_message(thread.id, "user", f"m{i}"))
-    time.sleep(logs_settle_fast)
+    time.sleep(stats_settle_fast)
     first = staff_client.get(detail_url(thread.id)).content.decode()
-    reads = counting_message_reads(monkeypatch)
+    reads = store_calls("latest_messages")
 
     again = staff_client.get(detail_url(thread.id)).content.decode()
 
@@ -356,7 +333,7 @@ def test_an_unchanged_threads_messages_are_not_read_again(
 
 @pytest.mark.parametrize("settled", [False, True], ids=["fresh", "settled"])
 def test_a_message_posted_elsewhere_shows_at_the_next_load_and_poll(
-    staff_client, thread_store, settings, logs_settle_fast, monkeypatch, settled
+    staff_client, thread_store, settings, stats_settle_fast, store_calls, settled
 ):
     from stores import ThreadStore
 
@@ -364,11 +341,11 @@ def test_a_message_posted_elsewhere_shows_at_the_next_load_and_poll(
     last = thread_store.append_message(thread.id, new_message(thread.id, "user", "ping"))
     run = add_run(thread_store, thread.id, "queued")
     if settled:
-        time.sleep(logs_settle_fast)
+        time.sleep(stats_settle_fast)
     assert message_ids(staff_client.get(detail_url(thread.id)).content.decode()) == [last.id]
     assert message_ids(poll(staff_client, thread.id, last.id).content.decode()) == []
     if settled:  # the page and its poll were answered without reading the log again
-        reads = counting_message_reads(monkeypatch)
+        reads = store_calls("latest_messages")
         staff_client.get(detail_url(thread.id))
         poll(staff_client, thread.id, last.id)
         assert reads == []
