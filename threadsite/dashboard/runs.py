@@ -270,7 +270,7 @@ class LiveBlocks:
             if found is None or found[0] != view or found[1] != no_worker_alive:
                 return None
             self._blocks.move_to_end(key)
-            self._views[key[:2]] = view  # the same run, perhaps with a newer version
+            self._remember(view)  # the same run, perhaps read at a newer version
             return found[2]
 
     def put(self, view: RunView, *, can_write: bool, no_worker_alive: bool, body: bytes) -> None:
@@ -282,10 +282,15 @@ class LiveBlocks:
             self._blocks.move_to_end(key)
             while len(self._blocks) > self.size:
                 self._blocks.popitem(last=False)
-            self._views[key[:2]] = view
-            self._views.move_to_end(key[:2])
-            while len(self._views) > self.size:
-                self._views.popitem(last=False)
+            self._remember(view)
+
+    def _remember(self, view: RunView) -> None:
+        """Keep `view` as the run's latest read (under the lock), within `size` runs."""
+        key = (view.run.thread_id, view.run.id)
+        self._views[key] = view
+        self._views.move_to_end(key)
+        while len(self._views) > self.size:
+            self._views.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
