@@ -5,21 +5,22 @@ need the user's role (permissions.can_write). Read from SQLite and the session f
 time, they were most of what an open run page's once-a-second poll cost.
 
 Each server process keeps, in memory, the sessions (`SessionStore`, SESSION_ENGINE
-"threadsite.auth_cache") and the users with their role (`CachedModelBackend`) it has
-read, and drops them all whenever any session, account, group or group membership
-changes anywhere. Every such change made through Django (signing in or out, the
-`adduser`, `deactivate` and `changepassword` commands, the shell) rewrites a small
-generation file in the data directory; each request reads that file (a few
-microseconds) and compares it with the generation its process's entries were loaded
-under. A change that bypasses Django (raw SQL, a queryset `update()` or `delete()`) is
-seen once the entry is older than THREADSITE_AUTH_CACHE_SECONDS, and so is a session
-reaching its expiry.
+"threadsite.auth_cache"), the users with their role (`CachedModelBackend`) it has read,
+and which user each session signs in (`AuthenticationMiddleware`), and drops them all
+whenever any session, account, group or group membership changes anywhere. Every such
+change made through Django (signing in or out, the `adduser`, `deactivate` and
+`changepassword` commands, the shell) rewrites a small generation file in the data
+directory; each request reads that file (a few microseconds) and compares it with the
+generation its process's entries were loaded under. A change that bypasses Django (raw
+SQL, a queryset `update()` or `delete()`) is seen once the entry is older than
+THREADSITE_AUTH_CACHE_SECONDS, and so is a session reaching its expiry.
 
-What does not change: the session's password hash is still checked on every request
-(django.contrib.auth.get_user does it), so a new password still signs out the other
-sessions at once; an account deactivated or deleted through Django is refused at its
-next request; and the database stays the record of every session (cached_db), the files
-under `sessions/` sparing it the reads of a process that has not seen a session yet.
+What does not change: a new password still signs out the other sessions at once (the
+session's password hash is checked by django.contrib.auth.get_user whenever a session's
+user is looked up, and a new password is an account change, so no earlier answer is
+kept); an account deactivated or deleted through Django is refused at its next request;
+and the database stays the record of every session (cached_db), the files under
+`sessions/` sparing it the reads of a process that has not seen a session yet.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth import get_user_model
+from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSessionStore
@@ -45,6 +48,8 @@ from django.core.management.base import CommandError
 from django.core.signals import request_finished, request_started
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from threadsite.dashboard.permissions import query_can_write
 
@@ -55,6 +60,18 @@ logger = logging.getLogger(__name__)
 class _User:
     values: tuple[Any, ...]  # the user's row, in the order of _field_names()
     can_write: bool
+
+    @classmethod
+    def of(cls, user: Any) -> _User:
+        values = tuple(getattr(user, name) for name in _field_names())
+        can_write = getattr(user, "cached_can_write", None)  # set by CachedModelBackend
+        return cls(values, query_can_write(user) if can_write is None else bool(can_write))
+
+    def instance(self) -> Any:
+        """A new user object for one request, never shared with another."""
+        user = get_user_model().from_db(DEFAULT_DB_ALIAS, _field_names(), self.values)
+        user.cached_can_write = self.can_write
+        return user
 
 
 class _GenerationCache:
@@ -93,6 +110,7 @@ class _GenerationCache:
 
 _users = _GenerationCache()
 _sessions = _GenerationCache()
+_signed_in = _GenerationCache()  # session key: the user that session signs in
 
 
 @cache
@@ -176,6 +194,7 @@ def forget_all() -> None:
     otherwise)."""
     _users.clear()
     _sessions.clear()
+    _signed_in.clear()
 
 
 def _account_data_changed(**kwargs: Any) -> None:
@@ -211,17 +230,51 @@ class CachedModelBackend(ModelBackend):
         key = str(user_id)
         found: _User | None = _users.get(key, generation)
         if found is not None:
-            user = get_user_model().from_db(DEFAULT_DB_ALIAS, _field_names(), found.values)
-            user.cached_can_write = found.can_write
-            return user
+            return found.instance()
         loaded_at = time.monotonic()
         user = super().get_user(user_id)  # None for an unknown or inactive account
         if user is None:
             return None
         user.cached_can_write = query_can_write(user)
-        values = tuple(getattr(user, name) for name in _field_names())
-        _users.put(key, generation, _User(values, user.cached_can_write), loaded_at=loaded_at)
+        _users.put(key, generation, _User.of(user), loaded_at=loaded_at)
         return user
+
+
+class AuthenticationMiddleware(auth_middleware.AuthenticationMiddleware):
+    """Django's, which remembers the answer of django.contrib.auth.get_user for each
+    session while no session or account changes: a request whose session signed in a
+    user a moment ago (an open page's poll) gets that user without its session being
+    loaded or its password hash checked again. The answer is a function of the session
+    and the user's row, which the caches above keep under the same rules."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        request.user = SimpleLazyObject(lambda: _user_of(request))
+
+
+def _user_of(request: HttpRequest) -> Any:
+    if not hasattr(request, "_cached_user"):  # where Django's middleware keeps it too
+        request._cached_user = _signed_in_user(request)  # type: ignore[attr-defined]
+    return request._cached_user  # type: ignore[attr-defined]
+
+
+def _signed_in_user(request: HttpRequest) -> Any:
+    session = request.session  # type: ignore[attr-defined]
+    key = session.session_key  # from the cookie; the session itself is not loaded
+    generation = read_generation()  # before the session and the user: as they do
+    if key is None or generation is None:
+        return auth.get_user(request)
+    found: _User | None = _signed_in.get(key, generation)
+    if found is not None:
+        session.accessed = True  # the answer still depends on it: Vary: Cookie
+        return found.instance()
+    loaded_at = time.monotonic()
+    user = auth.get_user(request)
+    # Only a session that signs a user in as it stands: not one get_user ended or gave
+    # a new key (a hash checked against an older secret).
+    if user.is_authenticated and session.session_key == key and not session.modified:
+        _signed_in.put(key, generation, _User.of(user), loaded_at=loaded_at)
+    return user
 
 
 class SessionStore(CachedDbSessionStore):

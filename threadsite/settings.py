@@ -44,7 +44,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "threadsite.auth_cache.AuthenticationMiddleware",  # Django's, remembering who is signed in
     # Every view needs a signed-in user unless marked @login_not_required (htmx requests
     # get HX-Redirect to the sign-in page instead of a redirect they would follow).
     "threadsite.middleware.SignInRequiredMiddleware",

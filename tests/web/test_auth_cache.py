@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -239,3 +240,49 @@ def test_a_request_reads_the_generation_file_once(
     assert queries_of(staff_client) == (200, 0)
     assert reads == [1]
     assert auth_cache.read_generation() is not None and reads == [1, 1]  # outside a request
+
+
+# ------------------------------------------------------- who a session signs in
+
+
+def test_a_known_session_signs_its_user_in_without_being_read_again(
+    staff_client: Client, staff_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert staff_client.get(THREADS).status_code == 200
+    loads: list[str] = []
+    load = SessionStore.load
+    monkeypatch.setattr(SessionStore, "load", lambda self: loads.append("load") or load(self))
+    auth_hash = AbstractBaseUser.get_session_auth_hash
+    monkeypatch.setattr(
+        AbstractBaseUser,
+        "get_session_auth_hash",
+        lambda self: loads.append("hash") or auth_hash(self),
+    )
+
+    response = staff_client.get(THREADS)
+
+    assert response.status_code == 200
+    assert response.wsgi_request.user.pk == staff_user.pk
+    assert loads == []
+    assert "Cookie" in response["Vary"]  # the page still depends on the session
+
+
+def test_each_session_signs_in_its_own_user(
+    staff_client: Client, staff_user: Any, django_user_model: Any
+) -> None:
+    viewer = django_user_model.objects.create_user(username="vi", password="x")
+    viewer_client = Client()
+    viewer_client.force_login(viewer)
+
+    for _ in range(3):
+        assert staff_client.get(THREADS).wsgi_request.user.pk == staff_user.pk
+        assert viewer_client.get(THREADS).wsgi_request.user.pk == viewer.pk
+
+
+def test_a_user_signed_in_from_memory_is_a_new_object_each_request(
+    staff_client: Client,
+) -> None:
+    users = [staff_client.get(THREADS).wsgi_request.user for _ in range(3)]
+
+    assert all(user.is_authenticated for user in users)
+    assert len({id(user._wrapped) for user in users}) == 3
