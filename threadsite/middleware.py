@@ -1,5 +1,6 @@
-"""Store errors become clear pages: a missing record is a 404, a failing disk a 503; and
-an htmx request without a signed-in user sends the whole page to the sign-in page."""
+"""Store errors become clear pages: a missing record is a 404, a failing disk a 503; an
+htmx request without a signed-in user sends the whole page to the sign-in page; and
+`request.htmx` is answered from the one header it needs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme
+from django_htmx import middleware as htmx_middleware
 from django_htmx.http import HttpResponseClientRedirect
 
 from stores import RunNotFound, RunStepNotFound, StoreIOError, ThreadNotFound
@@ -63,3 +65,20 @@ class SignInRequiredMiddleware(LoginRequiredMiddleware):
             self.get_redirect_field_name(view_func),
         )
         return HttpResponseClientRedirect(login["Location"])
+
+
+class HtmxDetails(htmx_middleware.HtmxDetails):
+    def __bool__(self) -> bool:
+        # django-htmx's builds request.headers (a copy of every header) to answer this,
+        # and every open run page asks it every second. HX-Request is only ever "true".
+        return self.request.META.get("HTTP_HX_REQUEST") == "true"
+
+
+class HtmxMiddleware(htmx_middleware.HtmxMiddleware):
+    """django-htmx's middleware, with the HtmxDetails above as `request.htmx`."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return super().__call__(request)
+        request.htmx = HtmxDetails(request)  # type: ignore[attr-defined]
+        return self.get_response(request)

@@ -50,7 +50,7 @@ MIDDLEWARE = [
     "threadsite.middleware.SignInRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
+    "threadsite.middleware.HtmxMiddleware",  # django-htmx's, answering request.htmx sooner
     "threadsite.middleware.StoreErrorMiddleware",
 ]
 
