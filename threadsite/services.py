@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -12,12 +13,12 @@ from stores import AssistantStore, ThreadStore
 
 def get_store() -> ThreadStore:
     """The store at settings.THREADSITE_STORE_ROOT, shared by all requests of a process."""
-    return _store_at(Path(settings.THREADSITE_STORE_ROOT))
+    return _store_at(os.fspath(settings.THREADSITE_STORE_ROOT))
 
 
 @functools.cache
-def _store_at(root: Path) -> ThreadStore:
-    return ThreadStore(root)
+def _store_at(root: str) -> ThreadStore:  # a str: quicker to look up than a Path
+    return ThreadStore(Path(root))
 
 
 def get_assistant_store() -> AssistantStore:

@@ -267,10 +267,15 @@ class LiveBlocks:
         key = (view.run.thread_id, view.run.id, can_write)
         with self._lock:
             found = self._blocks.get(key)
-            if found is None or found[0] != view or found[1] != no_worker_alive:
+            if found is None or found[1] != no_worker_alive:
                 return None
+            if found[0] is not view and found[0] != view:  # usually the very view kept
+                return None
+            # The same run, perhaps read at a newer version: kept as its latest read, so
+            # that the next poll finds the very view it gets from unchanged_view here.
+            self._blocks[key] = (view, no_worker_alive, found[2])
             self._blocks.move_to_end(key)
-            self._remember(view)  # the same run, perhaps read at a newer version
+            self._remember(view)
             return found[2]
 
     def put(self, view: RunView, *, can_write: bool, no_worker_alive: bool, body: bytes) -> None:
