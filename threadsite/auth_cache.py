@@ -92,6 +92,7 @@ class _GenerationCache:
             found = self._entries.get(key)
         if found is None or time.monotonic() - found[0] >= max_age:
             return None
+        _note_read(loaded_at=found[0])
         return found[1]
 
     def put(self, key: str, generation: bytes, value: Any, *, loaded_at: float) -> None:
@@ -130,6 +131,13 @@ def _request_started(**kwargs: Any) -> None:
 
 def _request_finished(**kwargs: Any) -> None:
     _this_request.serving, _this_request.generation = False, _UNREAD
+
+
+def _note_read(*, loaded_at: float) -> None:
+    """While a request finds who its session signs in: the oldest read it relied on."""
+    oldest = getattr(_this_request, "oldest_read", None)
+    if oldest is not None and loaded_at < oldest:
+        _this_request.oldest_read = loaded_at
 
 
 def read_generation() -> bytes | None:
@@ -268,8 +276,13 @@ def _signed_in_user(request: HttpRequest) -> Any:
     if found is not None:
         session.accessed = True  # the answer still depends on it: Vary: Cookie
         return found.instance()
-    loaded_at = time.monotonic()
-    user = auth.get_user(request)
+    # The answer is as old as the oldest kept session or user it was made from, so that
+    # it expires with them rather than a cache age later.
+    _this_request.oldest_read = time.monotonic()
+    try:
+        user = auth.get_user(request)
+    finally:
+        loaded_at, _this_request.oldest_read = _this_request.oldest_read, None
     # Only a session that signs a user in as it stands: not one get_user ended or gave
     # a new key (a hash checked against an older secret).
     if user.is_authenticated and session.session_key == key and not session.modified:

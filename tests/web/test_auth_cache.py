@@ -286,3 +286,20 @@ def test_a_user_signed_in_from_memory_is_a_new_object_each_request(
 
     assert all(user.is_authenticated for user in users)
     assert len({id(user._wrapped) for user in users}) == 3
+
+
+def test_who_a_session_signs_in_is_kept_no_longer_than_what_it_was_read_from(
+    staff_client: Client, staff_user: Any, django_user_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answered late from a session and a user kept for most of the cache age, the
+    answer expires with them: a change behind Django's back is still seen in time."""
+    assert staff_client.get(THREADS).status_code == 200  # session and user kept from now
+    start = auth_cache.time.monotonic()
+    auth_cache._signed_in.clear()  # as if this process had not answered for the session
+    monkeypatch.setattr(auth_cache.time, "monotonic", lambda: start + 50)
+    assert staff_client.get(THREADS).status_code == 200  # answered from what is kept
+    django_user_model.objects.filter(pk=staff_user.pk).update(is_active=False)  # no signal
+
+    monkeypatch.setattr(auth_cache.time, "monotonic", lambda: start + 61)
+
+    assert staff_client.get(THREADS).status_code == 302
