@@ -163,7 +163,8 @@ def _read_generation_file() -> bytes | None:
     except OSError:
         return None
     finally:
-        os.close(fd)
+        with suppress(OSError):  # what was read stands; the descriptor is gone either way
+            os.close(fd)
 
 
 def new_generation() -> None:
@@ -269,8 +270,10 @@ def _user_of(request: HttpRequest) -> Any:
 def _signed_in_user(request: HttpRequest) -> Any:
     session = request.session  # type: ignore[attr-defined]
     key = session.session_key  # from the cookie; the session itself is not loaded
+    if key is None:  # no session (the API, /healthz): nothing to look up or read
+        return auth.get_user(request)
     generation = read_generation()  # before the session and the user: as they do
-    if key is None or generation is None:
+    if generation is None:
         return auth.get_user(request)
     found: _User | None = _signed_in.get(key, generation)
     if found is not None:

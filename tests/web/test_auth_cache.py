@@ -5,6 +5,7 @@ request once warm, and every change to an account or its role seen at the next r
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,34 @@ def test_who_a_session_signs_in_is_kept_no_longer_than_what_it_was_read_from(
     monkeypatch.setattr(auth_cache.time, "monotonic", lambda: start + 61)
 
     assert staff_client.get(THREADS).status_code == 302
+
+
+def test_a_request_without_a_session_reads_no_generation(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    read = auth_cache._read_generation_file
+    monkeypatch.setattr(auth_cache, "_read_generation_file", lambda: reads.append(1) or read())
+
+    assert client.get(THREADS).status_code == 302  # to sign in
+    assert client.get("/v1/threads").status_code == 401
+    assert reads == []
+
+
+def test_a_generation_file_that_fails_to_close_still_counts_as_read(
+    staff_client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert staff_client.get(THREADS).status_code == 200  # the generation file exists
+    real_close = os.close
+    generation_file = str(settings.THREADSITE_AUTH_GENERATION_FILE)
+
+    def close_then_fail(fd: int) -> None:
+        closing = os.readlink(f"/proc/self/fd/{fd}")
+        real_close(fd)
+        if closing == generation_file:  # the descriptor is gone; the error comes after
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "close", close_then_fail)
+
+    assert auth_cache.read_generation() is not None
+    assert staff_client.get(THREADS).status_code == 200
