@@ -28,6 +28,8 @@ SECRET_KEY = env.get_optional_str("DJANGO_SECRET_KEY") or env.load_or_create_sec
 ALLOWED_HOSTS = env.get_list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
+    # First, so that its changepassword command is the one manage.py runs, not Django's.
+    "threadsite",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -35,7 +37,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
-    "threadsite",
 ]
 
 MIDDLEWARE = [
