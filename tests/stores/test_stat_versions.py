@@ -13,31 +13,25 @@ import pytest
 from stores_testkit import make_held_run, make_run, make_step, make_thread
 
 from stores import RunRef, ThreadStore, files, new_message
-from stores import thread_store as thread_store_module
 
-SETTLE = 0.2  # seconds: STAT_SETTLED_SECONDS while these tests run
 WORKER = "test-worker"  # the worker make_held_run claims runs for
 
 
-@pytest.fixture
-def settles_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(thread_store_module, "STAT_SETTLED_SECONDS", SETTLE)
-
-
-def settled_version(store: ThreadStore, thread_id: str, run_id: str) -> tuple:
-    time.sleep(SETTLE + 0.05)
+def settled_version(store: ThreadStore, thread_id: str, run_id: str, wait: float) -> tuple:
+    """The run's version once its files have settled (`wait`: from stats_settle_fast)."""
+    time.sleep(wait)
     version = store.run_version(thread_id, run_id)
     assert version is not None
     return version
 
 
 def test_a_settled_run_keeps_its_version_and_run_view_carries_it(
-    store: ThreadStore, settles_fast: None
+    store: ThreadStore, stats_settle_fast: float
 ) -> None:
     thread = make_thread(store)
     run = make_held_run(store, thread.id)
     make_step(store, thread.id, run.id)
-    version = settled_version(store, thread.id, run.id)
+    version = settled_version(store, thread.id, run.id, stats_settle_fast)
 
     assert store.run_version(thread.id, run.id) == version
     view = store.run_view(thread.id, run.id)
@@ -63,6 +57,11 @@ def _first_step(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> 
     make_step(store, thread_id, run_id)
 
 
+def _step_status(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
+    [step] = store.list_steps(thread_id, run_id)
+    store.update_step_status(thread_id, run_id, step.id, "completed")
+
+
 def _draft(store: ThreadStore, root: Path, thread_id: str, run_id: str) -> None:
     store.write_draft(thread_id, run_id, "Echo: Hel", worker_id=WORKER)
 
@@ -86,49 +85,41 @@ def _record_edited_in_place(store: ThreadStore, root: Path, thread_id: str, run_
         handle.write(json.dumps({**record, "instructions": "edited by hand"}))
 
 
-CHANGES: dict[str, Callable[[ThreadStore, Path, str, str], None]] = {
-    "status": _update_status,
-    "first step": _first_step,
-    "draft": _draft,
-    "lease renewed": _lease,
-    "completed": _complete,
-    "record edited in place": _record_edited_in_place,
+# Each change, and whether the run has a step before it is made.
+CHANGES: dict[str, tuple[Callable[[ThreadStore, Path, str, str], None], bool]] = {
+    "status": (_update_status, False),
+    "first step": (_first_step, False),
+    "step status": (_step_status, True),
+    "draft": (_draft, False),
+    "lease renewed": (_lease, False),
+    "completed": (_complete, False),
+    "record edited in place": (_record_edited_in_place, False),
 }
 
 
 @pytest.mark.parametrize("change", CHANGES)
 def test_every_change_to_what_the_page_shows_changes_the_version(
-    store: ThreadStore, store_root: Path, settles_fast: None, change: str
+    store: ThreadStore, store_root: Path, stats_settle_fast: float, change: str
 ) -> None:
+    make_change, with_a_step = CHANGES[change]
     thread = make_thread(store)
     run = make_held_run(store, thread.id)
-    before = settled_version(store, thread.id, run.id)
+    if with_a_step:
+        make_step(store, thread.id, run.id)
+    before = settled_version(store, thread.id, run.id, stats_settle_fast)
 
-    CHANGES[change](store, store_root, thread.id, run.id)
+    make_change(store, store_root, thread.id, run.id)
 
     assert store.run_version(thread.id, run.id) is None  # changed a moment ago
-    assert settled_version(store, thread.id, run.id) != before
-
-
-def test_a_step_changing_in_a_run_that_has_steps_changes_the_version(
-    store: ThreadStore, settles_fast: None
-) -> None:
-    thread = make_thread(store)
-    run = make_held_run(store, thread.id)
-    step = make_step(store, thread.id, run.id)
-    before = settled_version(store, thread.id, run.id)
-
-    store.update_step_status(thread.id, run.id, step.id, "completed")
-
-    assert settled_version(store, thread.id, run.id) != before
+    assert settled_version(store, thread.id, run.id, stats_settle_fast) != before
 
 
 def test_unknown_unsafe_and_deleted_runs_have_no_version(
-    store: ThreadStore, settles_fast: None
+    store: ThreadStore, stats_settle_fast: float
 ) -> None:
     thread = make_thread(store)
     run = make_run(store, thread.id)
-    settled_version(store, thread.id, run.id)
+    settled_version(store, thread.id, run.id, stats_settle_fast)
     assert store.run_version(thread.id, "run_" + "0" * 32) is None
     assert store.run_version("thread_" + "0" * 32, run.id) is None
     for bad in ("../x", "a/b", ".hidden", ""):
@@ -180,13 +171,13 @@ def test_this_machines_test_directories_are_on_a_local_filesystem(store: ThreadS
 
 
 def test_on_a_filesystem_not_known_to_be_local_a_run_is_never_vouched_for(
-    store_root: Path, settles_fast: None, monkeypatch: pytest.MonkeyPatch
+    store_root: Path, stats_settle_fast: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(files, "filesystem_type", lambda path: "nfs4")
     store = ThreadStore(store_root)
     thread = make_thread(store)
     run = make_held_run(store, thread.id)
-    time.sleep(SETTLE + 0.05)
+    time.sleep(stats_settle_fast)
 
     assert not store.stats_are_current
     assert store.run_version(thread.id, run.id) is None
@@ -197,13 +188,13 @@ def test_on_a_filesystem_not_known_to_be_local_a_run_is_never_vouched_for(
 
 
 def test_a_threads_log_keeps_its_version_until_a_message_is_appended(
-    store: ThreadStore, settles_fast: None
+    store: ThreadStore, stats_settle_fast: float
 ) -> None:
     thread = make_thread(store)
     store.append_message(thread.id, new_message(thread.id, "user", "first"))
     before = store.messages_version(thread.id)
     assert before is None  # appended a moment ago
-    time.sleep(SETTLE + 0.05)
+    time.sleep(stats_settle_fast)
     before = store.messages_version(thread.id)
     assert before is not None
     assert store.messages_version(thread.id) == before
@@ -211,31 +202,31 @@ def test_a_threads_log_keeps_its_version_until_a_message_is_appended(
     store.append_message(thread.id, new_message(thread.id, "user", "second"))
 
     assert store.messages_version(thread.id) is None
-    time.sleep(SETTLE + 0.05)
+    time.sleep(stats_settle_fast)
     assert store.messages_version(thread.id) not in (None, before)
 
 
 def test_a_log_replaced_whole_with_as_many_bytes_changes_the_version(
-    store: ThreadStore, store_root: Path, settles_fast: None
+    store: ThreadStore, store_root: Path, stats_settle_fast: float
 ) -> None:
     # What store_check's repair does to a log with torn lines: a new file, renamed over.
     thread = make_thread(store)
     store.append_message(thread.id, new_message(thread.id, "user", "first"))
     log = store_root / thread.id / "messages.jsonl"
-    time.sleep(SETTLE + 0.05)
+    time.sleep(stats_settle_fast)
     before = store.messages_version(thread.id)
     replacement = log.with_name(".tmp-replacement")
     replacement.write_bytes(log.read_bytes().replace(b"first", b"FIRST"))
     replacement.rename(log)
-    time.sleep(SETTLE + 0.05)
+    time.sleep(stats_settle_fast)
     assert store.messages_version(thread.id) not in (None, before)
 
 
 def test_unknown_and_unsafe_threads_have_no_messages_version(
-    store: ThreadStore, settles_fast: None
+    store: ThreadStore, stats_settle_fast: float
 ) -> None:
     thread = make_thread(store)
-    time.sleep(SETTLE + 0.05)
+    time.sleep(stats_settle_fast)
     assert store.messages_version("thread_" + "0" * 32) is None
     for bad in ("../x", "a/b", ".hidden", ""):
         assert store.messages_version(bad) is None
