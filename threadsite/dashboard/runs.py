@@ -38,7 +38,7 @@ from stores import (
 from threadsite.services import get_store
 from threadsite.templatetags.dashboard import duration, status_class, utc, utc_iso
 
-from .http import HtmxHttpRequest
+from .http import HtmxHttpRequest, keep_newest
 from .permissions import can_write, writer_required
 from .runs_forms import StartRunForm
 
@@ -273,8 +273,7 @@ class LiveBlocks:
                 return None
             # The same run, perhaps read at a newer version: kept as its latest read, so
             # that the next poll finds the very view it gets from unchanged_view here.
-            self._blocks[key] = (view, no_worker_alive, found[2])
-            self._blocks.move_to_end(key)
+            keep_newest(self._blocks, key, (view, no_worker_alive, found[2]), self.size)
             self._remember(view)
             return found[2]
 
@@ -283,19 +282,12 @@ class LiveBlocks:
             return
         key = (view.run.thread_id, view.run.id, can_write)
         with self._lock:
-            self._blocks[key] = (view, no_worker_alive, body)
-            self._blocks.move_to_end(key)
-            while len(self._blocks) > self.size:
-                self._blocks.popitem(last=False)
+            keep_newest(self._blocks, key, (view, no_worker_alive, body), self.size)
             self._remember(view)
 
     def _remember(self, view: RunView) -> None:
         """Keep `view` as the run's latest read (under the lock), within `size` runs."""
-        key = (view.run.thread_id, view.run.id)
-        self._views[key] = view
-        self._views.move_to_end(key)
-        while len(self._views) > self.size:
-            self._views.popitem(last=False)
+        keep_newest(self._views, (view.run.thread_id, view.run.id), view, self.size)
 
     def clear(self) -> None:
         with self._lock:

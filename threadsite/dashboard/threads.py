@@ -45,7 +45,7 @@ from threadsite.services import get_store
 from threadsite.templatetags.threads_extras import role_label, utc
 
 from .forms import MessageForm, MetadataForm, NewThreadForm
-from .http import HtmxHttpRequest
+from .http import HtmxHttpRequest, keep_newest
 from .permissions import writer_required
 from .runs_forms import StartRunForm
 
@@ -356,10 +356,7 @@ class KeptMessages:
         latest = LatestMessages(page, message_items(thread_id, page.items))
         if version is not None:
             with self._lock:
-                self._kept[thread_id] = (version, latest)
-                self._kept.move_to_end(thread_id)
-                while len(self._kept) > self.size:
-                    self._kept.popitem(last=False)
+                keep_newest(self._kept, thread_id, (version, latest), self.size)
         return latest
 
     def clear(self) -> None:
